@@ -1,0 +1,58 @@
+# MeshMart developer commands. `make run` and `make test` are all a newcomer needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+SERVICES := user product order trade data
+PACKAGES := meshmart_common meshmart_devstack $(addsuffix _service,$(SERVICES))
+TEST_DIRS := libs/common/tests libs/devstack/tests $(addsuffix /tests,$(addprefix services/,$(SERVICES))) tests
+
+# Use uv from PATH; otherwise install it once into .tools/ with the system Python.
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+PYTEST_ARGS ?=
+
+.PHONY: help install run migrate seed lint fmt typecheck test test-fast clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(CURDIR)/.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv
+
+.venv/.installed: uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml) | $(UV)
+	$(UV) sync --locked
+	@touch $@
+
+install: .venv/.installed ## create .venv from the lock file
+
+run: install ## migrate, seed and start all five services on the embedded defaults
+	$(UV) run --no-sync python -m meshmart_devstack run
+
+migrate: install ## apply every service's migrations
+	$(UV) run --no-sync python -m meshmart_devstack migrate
+
+seed: install ## insert demo data (idempotent)
+	$(UV) run --no-sync python -m meshmart_devstack seed
+
+fmt: install ## format and autofix
+	$(UV) run --no-sync ruff format .
+	$(UV) run --no-sync ruff check --fix .
+
+lint: install ## ruff and mypy (strict)
+	$(UV) run --no-sync ruff check .
+	$(UV) run --no-sync ruff format --check .
+	$(UV) run --no-sync mypy $(addprefix -p ,$(PACKAGES))
+	@set -e; for d in $(TEST_DIRS); do \
+		if ls $$d/*.py >/dev/null 2>&1; then $(UV) run --no-sync mypy $$d; fi; \
+	done
+
+typecheck: lint
+
+test: lint ## lint, type check and every test
+	$(UV) run --no-sync pytest $(PYTEST_ARGS)
+
+test-fast: install ## tests on SQLite only, no e2e
+	$(UV) run --no-sync pytest -k "not mariadb" -m "not e2e" $(PYTEST_ARGS)
+
+clean: ## remove generated data (var/) and caches
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,110 @@
+"""The one FastAPI app factory every MeshMart service uses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from meshmart_common.auth import JwksKeySource, KeySource, TokenVerifier
+from meshmart_common.db import Database
+from meshmart_common.errors import install_error_handlers
+from meshmart_common.health import Readiness, health_router
+from meshmart_common.observability import HttpMetrics, RequestContextMiddleware, configure_logging
+from meshmart_common.settings import ServiceSettings
+
+API_PREFIX = "/api/v1"
+
+LifespanHook = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+"""A part that starts with the app and stops with it (bus, registry, tracing...)."""
+
+
+def _metrics_router(registry: CollectorRegistry) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus text exposition."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def create_app(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    description: str,
+    routers: Sequence[APIRouter] = (),
+    root_routers: Sequence[APIRouter] = (),
+    lifespan_hooks: Sequence[LifespanHook] = (),
+    key_source: KeySource | None = None,
+    openapi_tags: list[dict[str, str]] | None = None,
+) -> FastAPI:
+    """Build a service app.
+
+    ``routers`` are mounted under /api/v1, ``root_routers`` at the root (for
+    example /.well-known/jwks.json). The app gets the shared error handlers,
+    request ids, metrics at /metrics, /healthz and /readyz (with a database
+    check), a Database at ``app.state.database`` and a token verifier at
+    ``app.state.token_verifier`` (JWKS from settings unless ``key_source`` is
+    given). ``lifespan_hooks`` are entered in order at start-up and exited in
+    reverse at shutdown.
+    """
+    configure_logging(settings.log_level, settings.service_name)
+    database = Database(
+        settings.database_url,
+        read_url=settings.database_read_url,
+        echo=settings.database_echo,
+        pool_size=settings.database_pool_size,
+    )
+    readiness = Readiness()
+    readiness.add("database", database.ping)
+    registry = CollectorRegistry()
+    metrics = HttpMetrics(registry)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for hook in lifespan_hooks:
+                await stack.enter_async_context(hook(app))
+            try:
+                yield
+            finally:
+                await app.state.database.dispose()
+
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=settings.service_version,
+        lifespan=lifespan,
+        openapi_tags=openapi_tags,
+    )
+    app.state.settings = settings
+    app.state.database = database
+    app.state.readiness = readiness
+    app.state.metrics = metrics
+    app.state.token_verifier = TokenVerifier(
+        key_source or JwksKeySource(settings.jwks_url, ttl=settings.jwks_cache_seconds),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+    )
+
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.include_router(health_router())
+    app.include_router(_metrics_router(registry))
+    for router in root_routers:
+        app.include_router(router)
+    for router in routers:
+        app.include_router(router, prefix=API_PREFIX)
+    return app
+
+
+def request_id(request: Request) -> str:
+    """The current request's id."""
+    value = getattr(request.state, "request_id", "")
+    return value if isinstance(value, str) else ""

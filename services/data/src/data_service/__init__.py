@@ -1,0 +1,1 @@
+"""MeshMart data service."""

@@ -1,0 +1,1 @@
+"""MeshMart order service."""

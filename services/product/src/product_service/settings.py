@@ -1,0 +1,14 @@
+"""Settings of the product service."""
+
+from pydantic_settings import SettingsConfigDict
+
+from meshmart_common.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    """product service settings (env: the shared names; see the README table)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    service_name: str = "product"
+    port: int = 8002

@@ -1,0 +1,1 @@
+"""trade service: domain layer."""

@@ -1,0 +1,1 @@
+"""trade service: events layer."""

@@ -1,0 +1,1 @@
+"""MeshMart user service."""

@@ -1,0 +1,11 @@
+"""SQLAlchemy models of the user service."""
+
+from sqlalchemy.orm import DeclarativeBase
+
+from meshmart_common.db import naming_metadata
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the user service (its own metadata and migrations)."""
+
+    metadata = naming_metadata()
