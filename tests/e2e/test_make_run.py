@@ -2,82 +2,25 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
-from meshmart_common.testing import free_port
+from tests.stack import RunningStack, launch_stack, launcher_command
 
 pytestmark = pytest.mark.e2e
 
-SERVICES = ("user", "product", "order", "trade", "data")
-READY_LINE = "MeshMart is up"
-
-
-@dataclass
-class RunningStack:
-    """A launcher process and the URLs of its services."""
-
-    process: subprocess.Popen[str]
-    urls: dict[str, str]
-    var_dir: Path
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-def _launcher_command(command: str, ports: dict[str, int], var_dir: Path) -> list[str]:
-    args = [sys.executable, "-m", "meshmart_devstack", command, "--var-dir", str(var_dir)]
-    for name, port in ports.items():
-        args += ["--port", f"{name}={port}"]
-    return args
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     """The launcher on free ports, waited for until it prints that the stack is up."""
-    base = tmp_path_factory.mktemp("stack")
-    ports = {name: free_port() for name in SERVICES}
-    log = base / "launcher.log"
-    env = {**os.environ, "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_COST": "8192"}
-    with log.open("w") as sink:
-        process = subprocess.Popen(
-            _launcher_command("run", ports, base / "var"),
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-    running = RunningStack(
-        process=process,
-        urls={name: f"http://127.0.0.1:{port}" for name, port in ports.items()},
-        var_dir=base / "var",
-        log=log,
-    )
-    deadline = time.monotonic() + 180
-    while READY_LINE not in running.output():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the launcher did not come up:\n{running.output()[-5000:]}")
-        time.sleep(0.3)
-    try:
+    with launch_stack(tmp_path_factory.mktemp("stack")) as running:
         yield running
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 def test_launcher_prints_every_service_and_its_docs(stack: RunningStack) -> None:
@@ -136,8 +79,7 @@ def test_shopper_registers_logs_in_searches_and_reviews(stack: RunningStack) -> 
 def test_seeding_again_does_not_duplicate_demo_data(stack: RunningStack) -> None:
     product = stack.urls["product"]
     before = httpx.get(f"{product}/api/v1/products").json()["total"]
-    ports = {name: int(url.rsplit(":", 1)[1]) for name, url in stack.urls.items()}
-    again = subprocess.run(_launcher_command("seed", ports, stack.var_dir),
+    again = subprocess.run(launcher_command("seed", stack.ports, stack.var_dir),
                            capture_output=True, text=True, timeout=180, check=False)
     assert again.returncode == 0, again.stdout + again.stderr
     after = httpx.get(f"{product}/api/v1/products").json()["total"]

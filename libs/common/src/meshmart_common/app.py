@@ -23,11 +23,15 @@ LifespanHook = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 def _metrics_router(registry: CollectorRegistry) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+    router = APIRouter(tags=["platform"])
 
-    @router.get("/metrics")
+    @router.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+    )
     async def metrics() -> Response:
-        """Prometheus text exposition."""
+        """Prometheus metrics (text exposition format)."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router

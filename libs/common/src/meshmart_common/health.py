@@ -14,12 +14,27 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from meshmart_common.errors import problem_response
 
 logger = logging.getLogger("meshmart.health")
 
 ReadinessCheck = Callable[[], Awaitable[None]]
+
+
+class HealthRead(BaseModel):
+    """Liveness answer."""
+
+    status: str
+    service: str
+
+
+class ReadinessRead(BaseModel):
+    """Readiness answer: each check's result ("ok" when ready)."""
+
+    status: str
+    checks: dict[str, str]
 CHECK_TIMEOUT_SECONDS = 2.0
 
 
@@ -51,17 +66,21 @@ class Readiness:
 
 
 def health_router() -> APIRouter:
-    """Routes /healthz and /readyz (outside /api/v1, not in the OpenAPI schema)."""
-    router = APIRouter(include_in_schema=False)
+    """Routes /healthz and /readyz (outside /api/v1, tagged "platform" in OpenAPI)."""
+    router = APIRouter(tags=["platform"])
 
-    @router.get("/healthz")
+    @router.get("/healthz", response_model=HealthRead)
     async def healthz(request: Request) -> dict[str, Any]:
-        """Liveness: the process is up."""
+        """Liveness: the process is up (checks no dependency)."""
         return {"status": "ok", "service": request.app.state.settings.service_name}
 
-    @router.get("/readyz")
+    @router.get(
+        "/readyz",
+        response_model=ReadinessRead,
+        responses={503: {"description": "A dependency is not ready (problem+json naming it)"}},
+    )
     async def readyz(request: Request) -> JSONResponse:
-        """Readiness: every dependency answers."""
+        """Readiness: every dependency (database, bus, registry) answers."""
         readiness: Readiness = request.app.state.readiness
         results = await readiness.run()
         failing = sorted(name for name, result in results.items() if result != "ok")
