@@ -73,12 +73,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            # Registered first so it runs last: hooks (outbox relay, consumers)
+            # may still use the database while they stop, and a hook that
+            # fails to start must not leak the pool either.
+            stack.push_async_callback(lambda: app.state.database.dispose())
             for hook in lifespan_hooks:
                 await stack.enter_async_context(hook(app))
-            try:
-                yield
-            finally:
-                await app.state.database.dispose()
+            yield
 
     app = FastAPI(
         title=title,

@@ -11,10 +11,11 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Protocol
@@ -46,7 +47,8 @@ class Principal:
     user_id: int
     role: Role
     email: str | None
-    token: str
+    # Kept out of repr so that logging a principal never writes a bearer token.
+    token: str = field(repr=False)
 
     @property
     def is_admin(self) -> bool:
@@ -95,8 +97,11 @@ class SigningKey:
         key = cls.generate()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
-        tmp.write_bytes(key.to_pem())
-        tmp.chmod(0o600)
+        # Created with mode 0600 from the start: write-then-chmod would leave the
+        # private key readable by everyone for a moment.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key.to_pem())
         try:
             # Two processes starting together must end up with the same key:
             # the hard link succeeds for exactly one of them.
@@ -174,14 +179,20 @@ class StaticKeySource:
 
 def _parse_jwks(jwks: Mapping[str, Any]) -> dict[str, Any]:
     keys: dict[str, Any] = {}
-    for entry in jwks.get("keys", []):
+    entries = jwks.get("keys")
+    if not isinstance(entries, list):
+        return keys
+    for entry in entries:
         if not isinstance(entry, dict) or entry.get("kty") != "RSA" or "kid" not in entry:
             continue
         if entry.get("use", "sig") != "sig":
             continue
         try:
             keys[str(entry["kid"])] = jwt.PyJWK(entry, algorithm=ALGORITHM).key
-        except (jwt.PyJWKError, ValueError, TypeError, KeyError):
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+            # PyJWK reports a bad modulus or exponent as InvalidKeyError, which
+            # is a PyJWTError but not a PyJWKError: one bad entry must not
+            # make the whole document unusable.
             continue
     return keys
 
@@ -220,11 +231,16 @@ class JwksKeySource:
                     response = await client.get(self.url, timeout=5.0)
             response.raise_for_status()
             document = response.json()
+            keys = _parse_jwks(document if isinstance(document, dict) else {})
+            if not keys:
+                # A document without one usable key is a broken endpoint, not
+                # a revocation of every key: treat it like a failed fetch.
+                raise ValueError("the JWKS document has no usable RS256 signing key")
         except (httpx.HTTPError, ValueError) as exc:
             if not self._keys:
                 raise ServiceUnavailable("The token signing keys cannot be fetched now.") from exc
             return  # keep serving the last known keys
-        self._keys = _parse_jwks(document if isinstance(document, dict) else {})
+        self._keys = keys
         self._fetched_at = time.monotonic()
 
     async def get_key(self, kid: str) -> Any | None:
@@ -235,10 +251,13 @@ class JwksKeySource:
             return self._keys[kid]
         async with self._lock:
             now = time.monotonic()
-            if (stale or kid not in self._keys) and (
-                now - self._attempted_at >= self.min_refresh_interval or not self._keys
-            ):
-                await self._fetch()
+            if stale or kid not in self._keys:
+                if now - self._attempted_at >= self.min_refresh_interval:
+                    await self._fetch()
+                elif not self._keys:
+                    # The last attempt failed a moment ago: answer at once rather
+                    # than queue every request behind another slow fetch.
+                    raise ServiceUnavailable("The token signing keys cannot be fetched now.")
         return self._keys.get(kid)
 
 

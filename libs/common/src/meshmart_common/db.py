@@ -134,8 +134,12 @@ async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
-ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
+# scope="function": FastAPI (>= 0.118) otherwise runs the code after ``yield``
+# only once the response has been sent, so a failed commit would reach the
+# client as a success. With it the commit (or rollback) finishes first and a
+# commit error becomes the response.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
 
 
 # --- Alembic -----------------------------------------------------------------

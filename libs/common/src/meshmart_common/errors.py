@@ -62,7 +62,8 @@ class Unauthorized(DomainError):
     title = "Unauthorized"
 
     def __init__(self, detail: str | None = None, **kwargs: Any) -> None:
-        kwargs.setdefault("headers", {"WWW-Authenticate": "Bearer"})
+        # RFC 9110: a 401 always names the scheme, even when the caller adds headers.
+        kwargs["headers"] = {"WWW-Authenticate": "Bearer", **(kwargs.get("headers") or {})}
         super().__init__(detail, **kwargs)
 
 
@@ -203,12 +204,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         request_id = _request_id(request)
         logger.exception("unhandled error request_id=%s path=%s", request_id, request.url.path)
+        # Starlette runs this handler outside every middleware, so the request
+        # id middleware cannot add its header here: add it ourselves.
         return problem_response(
             500,
             title="Internal server error",
             detail="An unexpected error occurred; it has been logged.",
             code="internal-error",
             instance=request.url.path,
+            headers={"X-Request-ID": request_id} if request_id else None,
             extra={"request_id": request_id},
         )
 

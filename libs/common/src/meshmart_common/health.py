@@ -35,6 +35,8 @@ class ReadinessRead(BaseModel):
 
     status: str
     checks: dict[str, str]
+
+
 CHECK_TIMEOUT_SECONDS = 2.0
 
 
@@ -90,6 +92,7 @@ def health_router() -> APIRouter:
                 title="Not ready",
                 detail="Not ready: " + ", ".join(f"{n} ({results[n]})" for n in failing),
                 code="not-ready",
+                instance=request.url.path,
                 extra={"checks": results, "failing": failing},
             )
         return JSONResponse({"status": "ready", "checks": results})

@@ -6,7 +6,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -53,6 +53,15 @@ class ServiceSettings(BaseSettings):
     jwt_issuer: str = "meshmart-user"
     jwt_audience: str = "meshmart"
     jwks_cache_seconds: int = Field(default=300, ge=0)
+
+    @field_validator("port")
+    @classmethod
+    def _port_in_range(cls, value: int) -> int:
+        # Services redeclare ``port: int = 8003``, which drops the Field bounds
+        # above; this validator is inherited, so every service still checks it.
+        if not 1 <= value <= 65535:
+            raise ValueError("port must be between 1 and 65535")
+        return value
 
     @model_validator(mode="after")
     def _default_database(self) -> Self:

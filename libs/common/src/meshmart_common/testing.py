@@ -52,6 +52,8 @@ MARIADB_HINT = (
 class TestContext:
     """What a service's app factory gets in tests."""
 
+    __test__ = False  # a fixture value, not a test class for pytest to collect
+
     database_url: str
     signing_key: SigningKey
     signing_key_path: Path
