@@ -1,0 +1,65 @@
+"""Routes /api/v1/auth/*: registration, login, token refresh and logout."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from user_service.api.deps import AccountServiceDep, AuthenticationServiceDep
+from user_service.api.problems import problems
+from user_service.api.schemas import (
+    LoginRequest,
+    RefreshRequest,
+    TokenResponse,
+    UserRead,
+    UserRegister,
+)
+from user_service.domain.tokens import TokenPair
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+def _token_response(pair: TokenPair) -> TokenResponse:
+    return TokenResponse(
+        access_token=pair.access_token,
+        expires_in=pair.expires_in,
+        refresh_token=pair.refresh_token,
+    )
+
+
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserRead,
+    responses=problems(409),
+)
+async def register(body: UserRegister, accounts: AccountServiceDep) -> UserRead:
+    """Create a customer account (emails are unique regardless of case)."""
+    user = await accounts.register(
+        email=str(body.email), password=body.password, full_name=body.full_name
+    )
+    return UserRead.model_validate(user)
+
+
+@router.post("/login", response_model=TokenResponse, responses=problems(401, 429))
+async def login(
+    body: LoginRequest, auth: AuthenticationServiceDep, response: Response
+) -> TokenResponse:
+    """Exchange email and password for an access token and a refresh token."""
+    response.headers["Cache-Control"] = "no-store"
+    return _token_response(await auth.login(body.email, body.password))
+
+
+@router.post("/refresh", response_model=TokenResponse, responses=problems(401))
+async def refresh(
+    body: RefreshRequest, auth: AuthenticationServiceDep, response: Response
+) -> TokenResponse:
+    """Exchange a refresh token for a new pair (the old refresh token stops working)."""
+    response.headers["Cache-Control"] = "no-store"
+    return _token_response(await auth.refresh(body.refresh_token))
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=problems())
+async def logout(body: RefreshRequest, auth: AuthenticationServiceDep) -> Response:
+    """End the login session of a refresh token (every token of its family is revoked)."""
+    await auth.logout(body.refresh_token)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

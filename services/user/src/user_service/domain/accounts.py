@@ -1,0 +1,101 @@
+"""Registration, profiles, password changes and the admin's account list."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from meshmart_common.auth import Role
+from meshmart_common.errors import ValidationFailed
+from user_service.domain.clock import Clock
+from user_service.domain.emails import normalise_email
+from user_service.domain.errors import AccountGone, EmailAlreadyRegistered
+from user_service.domain.passwords import PasswordHasher
+from user_service.repository.models import User
+from user_service.repository.refresh_tokens import RefreshTokenRepository
+from user_service.repository.users import DuplicateEmail, UserRepository
+
+
+@dataclass(frozen=True, slots=True)
+class UserList:
+    """One page of accounts and how many match in total."""
+
+    items: Sequence[User]
+    total: int
+
+
+class AccountService:
+    """Accounts and their profile data."""
+
+    def __init__(self, session: AsyncSession, *, hasher: PasswordHasher, clock: Clock) -> None:
+        self.users = UserRepository(session)
+        self.refresh_tokens = RefreshTokenRepository(session)
+        self.hasher = hasher
+        self.clock = clock
+
+    async def register(
+        self, *, email: str, password: str, full_name: str | None, role: Role = Role.CUSTOMER
+    ) -> User:
+        """Create an account; EmailAlreadyRegistered when the email is taken (in any case)."""
+        normalised = normalise_email(email)
+        if await self.users.email_exists(normalised):
+            raise EmailAlreadyRegistered()
+        password_hash = await self.hasher.hash(password)
+        try:
+            return await self.users.add(
+                email=normalised,
+                password_hash=password_hash,
+                full_name=full_name,
+                role=role,
+                now=self.clock.now(),
+            )
+        except DuplicateEmail as exc:
+            raise EmailAlreadyRegistered() from exc
+
+    async def get(self, user_id: int) -> User:
+        """The caller's account; AccountGone when it was deleted after the token was issued."""
+        user = await self.users.get(user_id)
+        if user is None:
+            raise AccountGone()
+        return user
+
+    async def update_profile(self, user_id: int, *, full_name: str | None) -> User:
+        """Set the caller's display name (None clears it)."""
+        user = await self.get(user_id)
+        user.full_name = full_name
+        user.updated_at = self.clock.now()
+        return await self.users.save(user)
+
+    async def change_password(
+        self, user_id: int, *, current_password: str, new_password: str
+    ) -> None:
+        """Replace the password after checking the current one; ends every login session."""
+        user = await self.get(user_id)
+        if not await self.hasher.verify(user.password_hash, current_password):
+            raise ValidationFailed(
+                "The current password is wrong.",
+                errors=[
+                    {
+                        "field": "current_password",
+                        "location": "body",
+                        "message": "does not match the account's password",
+                        "type": "wrong_password",
+                    }
+                ],
+            )
+        now = self.clock.now()
+        user.password_hash = await self.hasher.hash(new_password)
+        user.updated_at = now
+        await self.users.save(user)
+        # Sessions opened with the old password (possibly by someone else) end here.
+        await self.refresh_tokens.revoke_all_of_user(user.id, now)
+
+    async def list_users(self, *, offset: int, limit: int, email_contains: str | None) -> UserList:
+        """Accounts ordered by id, optionally those whose email contains ``email_contains``."""
+        needle = email_contains.strip().lower() if email_contains else None
+        return UserList(
+            items=await self.users.list(offset=offset, limit=limit, email_contains=needle),
+            total=await self.users.count(email_contains=needle),
+        )

@@ -1,0 +1,62 @@
+"""The user service's domain errors (rendered as problem+json by meshmart_common)."""
+
+from __future__ import annotations
+
+from meshmart_common.errors import Conflict, TooManyRequests, Unauthorized
+
+INVALID_CREDENTIALS = "The email or password is wrong."
+INVALID_REFRESH_TOKEN = "The refresh token is invalid, expired or revoked."  # noqa: S105
+
+
+class KeepsRecordedState(Exception):
+    """Marks an error whose security bookkeeping must be committed although the request fails.
+
+    A failed login counts towards the lockout and a reused refresh token
+    revokes its family; rolling those back with the failed request would undo
+    the protection. The request's unit of work commits before re-raising these.
+    """
+
+
+class EmailAlreadyRegistered(Conflict):
+    """Another account uses the email (compared case-insensitively)."""
+
+    def __init__(self) -> None:
+        super().__init__("An account with this email already exists.")
+
+
+class InvalidCredentials(KeepsRecordedState, Unauthorized):
+    """Unknown email or wrong password: one message for both, so accounts cannot be probed."""
+
+    def __init__(self) -> None:
+        super().__init__(INVALID_CREDENTIALS)
+
+
+class AccountLocked(TooManyRequests):
+    """Too many consecutive failed logins; retry after the lock window."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"Too many failed logins; try again in {max(1, retry_after)} seconds.",
+            retry_after=retry_after,
+        )
+
+
+class InvalidRefreshToken(KeepsRecordedState, Unauthorized):
+    """The refresh token is unknown, expired, revoked, or was already used (reuse)."""
+
+    def __init__(self) -> None:
+        super().__init__(INVALID_REFRESH_TOKEN)
+
+
+class AccountGone(Unauthorized):
+    """The token is valid but its account no longer exists."""
+
+    def __init__(self) -> None:
+        super().__init__("The account of this token no longer exists.")
+
+
+class TooManyAddresses(Conflict):
+    """The per-user address limit is reached."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"An account can keep at most {limit} addresses; delete one first.")
