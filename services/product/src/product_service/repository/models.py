@@ -1,11 +1,122 @@
 """SQLAlchemy models of the product service."""
 
-from sqlalchemy.orm import DeclarativeBase
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from meshmart_common.db import naming_metadata
+
+# MySQL's plain DATETIME drops the fraction of a second, which would make
+# "newest first" a coin toss for rows written in the same second.
+Timestamp = DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+
+def utc_now() -> datetime:
+    """The current time in UTC (every timestamp column is written in UTC)."""
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
     """Declarative base of the product service (its own metadata and migrations)."""
 
     metadata = naming_metadata()
+
+
+class Category(Base):
+    """A shelf of the catalogue; products belong to exactly one."""
+
+    __tablename__ = "categories"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utc_now)
+
+
+class Product(Base):
+    """A sellable item with its price, stock counters and denormalised rating."""
+
+    __tablename__ = "products"
+    __table_args__ = (
+        CheckConstraint("price_cents > 0", name="price_positive"),
+        CheckConstraint("on_hand >= 0", name="on_hand_not_negative"),
+        CheckConstraint("reserved >= 0", name="reserved_not_negative"),
+        CheckConstraint("rating_count >= 0", name="rating_count_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sku: Mapped[str] = mapped_column(String(32), unique=True)
+    title: Mapped[str] = mapped_column(String(200), index=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    price_cents: Mapped[int] = mapped_column(Integer, index=True)
+    currency: Mapped[str] = mapped_column(String(3), default="USD")
+    category_id: Mapped[int] = mapped_column(
+        ForeignKey("categories.id", ondelete="RESTRICT"), index=True
+    )
+    image_url: Mapped[str | None] = mapped_column(String(500))
+    on_hand: Mapped[int] = mapped_column(Integer, default=0)
+    reserved: Mapped[int] = mapped_column(Integer, default=0)
+    rating_sum: Mapped[int] = mapped_column(Integer, default=0)
+    rating_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Average rating in hundredths (467 = 4.67), 0 without reviews: an exact
+    # integer sort key that both SQLite and MySQL index and compare alike.
+    rating_avg_x100: Mapped[int] = mapped_column(Integer, default=0, index=True)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utc_now, index=True)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utc_now)
+    deleted_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)
+
+    category: Mapped[Category] = relationship(lazy="joined", innerjoin=True)
+
+    @property
+    def available(self) -> int:
+        """Units that can still be sold: on hand minus reserved."""
+        return self.on_hand - self.reserved
+
+    @property
+    def rating_avg(self) -> float | None:
+        """Average rating rounded to two decimals; None without reviews."""
+        if self.rating_count == 0:
+            return None
+        return self.rating_avg_x100 / 100
+
+    @property
+    def is_deleted(self) -> bool:
+        """True once soft-deleted."""
+        return self.deleted_at is not None
+
+
+class Review(Base):
+    """One customer's 1-5 star review of one product."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        UniqueConstraint("product_id", "user_id"),
+        CheckConstraint("rating BETWEEN 1 AND 5", name="rating_range"),
+        Index("ix_reviews_product_id_created_at", "product_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    author: Mapped[str] = mapped_column(String(64))
+    rating: Mapped[int] = mapped_column(SmallInteger)
+    title: Mapped[str | None] = mapped_column(String(120))
+    body: Mapped[str | None] = mapped_column(String(2000))
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utc_now)
