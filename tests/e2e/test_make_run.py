@@ -15,7 +15,6 @@ from tests.stack import RunningStack, launch_stack, launcher_command
 pytestmark = pytest.mark.e2e
 
 
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     """The launcher on free ports, waited for until it prints that the stack is up."""
@@ -38,11 +37,14 @@ def test_shopper_registers_logs_in_searches_and_reviews(stack: RunningStack) -> 
     user, product = stack.urls["user"], stack.urls["product"]
     with httpx.Client(timeout=30) as http:
         email = f"e2e-{time.time_ns()}@example.com"
-        registered = http.post(f"{user}/api/v1/auth/register",
-                               json={"email": email, "password": "correct horse battery"})
+        registered = http.post(
+            f"{user}/api/v1/auth/register",
+            json={"email": email, "password": "correct horse battery"},
+        )
         assert registered.status_code == 201, registered.text
-        login = http.post(f"{user}/api/v1/auth/login",
-                          json={"email": email, "password": "correct horse battery"})
+        login = http.post(
+            f"{user}/api/v1/auth/login", json={"email": email, "password": "correct horse battery"}
+        )
         assert login.status_code == 200, login.text
         token = login.json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
@@ -53,25 +55,31 @@ def test_shopper_registers_logs_in_searches_and_reviews(stack: RunningStack) -> 
         assert len(categories) == 5
         page = http.get(f"{product}/api/v1/products", params={"page_size": 100}).json()
         assert page["total"] >= 40
-        cheap = http.get(f"{product}/api/v1/products",
-                         params={"max_price": 2000, "sort": "price"}).json()
+        cheap = http.get(
+            f"{product}/api/v1/products", params={"max_price": 2000, "sort": "price"}
+        ).json()
         prices = [item["price_cents"] for item in cheap["items"]]
         assert prices == sorted(prices)
         assert all(price <= 2000 for price in prices)
 
         target = page["items"][0]
         # product verifies the token against user's JWKS over real HTTP
-        review = http.post(f"{product}/api/v1/products/{target['id']}/reviews",
-                           json={"rating": 4, "title": "Solid", "body": "Does the job."},
-                           headers=headers)
+        review = http.post(
+            f"{product}/api/v1/products/{target['id']}/reviews",
+            json={"rating": 4, "title": "Solid", "body": "Does the job."},
+            headers=headers,
+        )
         assert review.status_code == 201, review.text
         detail = http.get(f"{product}/api/v1/products/{target['id']}").json()
         reviews = http.get(f"{product}/api/v1/products/{target['id']}/reviews").json()
         assert any(r["id"] == review.json()["id"] for r in reviews["items"])
         assert detail["rating_count"] >= 1
 
-        forged = http.post(f"{product}/api/v1/products/{target['id']}/reviews",
-                           json={"rating": 5}, headers={"Authorization": "Bearer x.y.z"})
+        forged = http.post(
+            f"{product}/api/v1/products/{target['id']}/reviews",
+            json={"rating": 5},
+            headers={"Authorization": "Bearer x.y.z"},
+        )
         assert forged.status_code == 401
         assert forged.headers["content-type"].startswith("application/problem+json")
 
@@ -79,17 +87,25 @@ def test_shopper_registers_logs_in_searches_and_reviews(stack: RunningStack) -> 
 def test_seeding_again_does_not_duplicate_demo_data(stack: RunningStack) -> None:
     product = stack.urls["product"]
     before = httpx.get(f"{product}/api/v1/products").json()["total"]
-    again = subprocess.run(launcher_command("seed", stack.ports, stack.var_dir),
-                           capture_output=True, text=True, timeout=180, check=False)
+    again = subprocess.run(
+        launcher_command("seed", stack.ports, stack.var_dir),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     after = httpx.get(f"{product}/api/v1/products").json()["total"]
     assert after == before
-    users = httpx.post(f"{stack.urls['user']}/api/v1/auth/login",
-                       json={"email": "admin@meshmart.local", "password": "meshmart-admin"})
+    users = httpx.post(
+        f"{stack.urls['user']}/api/v1/auth/login",
+        json={"email": "admin@meshmart.local", "password": "meshmart-admin"},
+    )
     assert users.status_code == 200
     admin = {"Authorization": f"Bearer {users.json()['access_token']}"}
-    listing = httpx.get(f"{stack.urls['user']}/api/v1/users",
-                        params={"q": "admin@meshmart.local"}, headers=admin).json()
+    listing = httpx.get(
+        f"{stack.urls['user']}/api/v1/users", params={"q": "admin@meshmart.local"}, headers=admin
+    ).json()
     assert listing["total"] == 1
 
 
