@@ -1,0 +1,1 @@
+"""Events and messaging: CloudEvents envelope, outbox, consumers, bus backends."""
