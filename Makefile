@@ -10,7 +10,7 @@ TEST_DIRS := libs/common/tests libs/devstack/tests $(addsuffix /tests,$(addprefi
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: help install run migrate seed lint fmt typecheck test test-fast clean
+.PHONY: help install run migrate seed lint fmt typecheck test test-fast clean rocketmq
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ migrate: install ## apply every service's migrations
 
 seed: install ## insert demo data (idempotent)
 	$(UV) run --no-sync python -m meshmart_devstack seed
+
+rocketmq: install ## run a real RocketMQ 5 (name server + proxy, ports 9876/8081) until Ctrl-C
+	$(UV) run --no-sync python -m meshmart_devstack.rocketmq run
 
 fmt: install ## format and autofix
 	$(UV) run --no-sync ruff format .

@@ -81,6 +81,12 @@ class PrincipalRead(BaseModel):
     email: str | None
 
 
+class AttemptRecorded(Conflict):
+    """Refused, but the attempt stays recorded (like a failed login counting to a lockout)."""
+
+    commit_session = True
+
+
 DOMAIN_ERRORS: dict[str, Callable[[], DomainError]] = {
     "bad-request": lambda: BadRequest("The widget cannot be bent that way."),
     "unauthorized": lambda: Unauthorized("The session is over."),
@@ -124,13 +130,15 @@ async def create_widget_unflushed(body: WidgetCreate, session: SessionDep) -> di
 
 @widgets.post("/write-then-fail")
 async def create_widget_then_fail(
-    body: WidgetCreate, session: SessionDep, crash: bool = False
+    body: WidgetCreate, session: SessionDep, crash: bool = False, keep: bool = False
 ) -> WidgetRead:
-    """Write a widget, then fail (a domain error, or a crash with ?crash=true)."""
+    """Write a widget, then fail: a domain error, a crash (?crash=true) or one that keeps it."""
     session.add(Widget(name=body.name))
     await session.flush()
     if crash:
         raise RuntimeError("the paint exploded")
+    if keep:
+        raise AttemptRecorded("Refused, but the attempt is on record.")
     raise Conflict("Changed my mind.")
 
 

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
-from sqlalchemy import MetaData, inspect, text
+from sqlalchemy import Column, Integer, MetaData, Table, insert, inspect, select, text
+from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import Connection
 
-from meshmart_common.db import NAMING_CONVENTION, Database, create_engine, naming_metadata
+from meshmart_common.db import (
+    NAMING_CONVENTION,
+    Database,
+    UTCDateTime,
+    create_engine,
+    naming_metadata,
+)
+from meshmart_common.errors import Conflict
 from meshmart_common.testing import assert_problem, create_schema
 
 
@@ -43,6 +53,17 @@ async def test_domain_error_after_a_write_rolls_it_back(
     response = await client.post("/api/v1/widgets/write-then-fail", json={"name": "ghost"})
     assert_problem(response, 409)
     assert await widget_names(database_url) == []
+
+
+async def test_domain_error_that_commits_the_session_keeps_the_write(
+    client: AsyncClient, database_url: str
+) -> None:
+    response = await client.post(
+        "/api/v1/widgets/write-then-fail?keep=true", json={"name": "on-record"}
+    )
+    body = assert_problem(response, 409)
+    assert body["detail"] == "Refused, but the attempt is on record."
+    assert await widget_names(database_url) == ["on-record"]
 
 
 async def test_crash_after_a_write_rolls_it_back(client: AsyncClient, database_url: str) -> None:
@@ -87,6 +108,37 @@ async def test_unit_of_work_commits_and_rolls_back(database_url: str) -> None:
                 raise LookupError("abandon")
         except LookupError:
             pass
+    finally:
+        await database.dispose()
+    assert await widget_names(database_url) == ["kept"]
+
+
+class KeptRefusal(Conflict):
+    """A refusal whose work before it is kept."""
+
+    commit_session = True
+
+
+async def insert_then_fail(
+    database: Database, name: str, error: Exception, *, read_only: bool = False
+) -> None:
+    """Insert a widget in a unit of work, then raise ``error`` inside it."""
+    async with database.session(read_only=read_only) as session:
+        await session.execute(text("INSERT INTO widgets (name) VALUES (:name)"), {"name": name})
+        raise error
+
+
+async def test_unit_of_work_commits_before_an_error_that_keeps_the_session(
+    database_url: str,
+) -> None:
+    database = Database(database_url)
+    try:
+        with pytest.raises(KeptRefusal):
+            await insert_then_fail(database, "kept", KeptRefusal("refused"))
+        with pytest.raises(Conflict):
+            await insert_then_fail(database, "dropped", Conflict("refused"))
+        with pytest.raises(KeptRefusal):
+            await insert_then_fail(database, "read-only", KeptRefusal("refused"), read_only=True)
     finally:
         await database.dispose()
     assert await widget_names(database_url) == ["kept"]
@@ -211,3 +263,40 @@ async def test_database_reports_its_dialect_and_runs_sync_code(database_url: str
         await database.dispose()
     assert database.dialect == ("sqlite" if database_url.startswith("sqlite") else "mysql")
     assert seen == [["widgets"]]
+
+
+def test_utc_datetime_keeps_microseconds_on_mysql_unless_told_otherwise() -> None:
+    assert str(UTCDateTime().compile(dialect=mysql.dialect())) == "DATETIME(6)"
+    assert str(UTCDateTime(precision=0).compile(dialect=mysql.dialect())) == "DATETIME"
+    assert str(UTCDateTime().compile(dialect=sqlite.dialect())) == "DATETIME"
+
+
+async def test_utc_datetime_reads_back_the_same_instant_in_utc(empty_database_url: str) -> None:
+    metadata = MetaData()
+    moments = Table(
+        "moments",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("at", UTCDateTime()),
+        Column("at_seconds", UTCDateTime(precision=0)),
+    )
+    create_schema(empty_database_url, metadata)
+    berlin = timezone(timedelta(hours=2))
+    written = datetime(2026, 3, 10, 14, 30, 15, 123456, tzinfo=berlin)
+    database = Database(empty_database_url)
+    try:
+        async with database.session() as session:
+            await session.execute(insert(moments).values(id=1, at=written, at_seconds=written))
+        async with database.session(read_only=True) as session:
+            row = (await session.execute(select(moments.c.at, moments.c.at_seconds))).one()
+            raw = await session.scalar(text("SELECT at FROM moments"))
+    finally:
+        await database.dispose()
+    at, at_seconds = row
+    assert at == written
+    assert at.tzinfo is UTC
+    assert at.microsecond == 123456
+    assert at_seconds.tzinfo is UTC
+    assert at_seconds.replace(microsecond=0) == written.replace(microsecond=0)
+    # Stored as the UTC wall time, without an offset.
+    assert str(raw).startswith("2026-03-10 12:30:15")

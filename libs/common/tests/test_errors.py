@@ -10,11 +10,15 @@ import pytest
 from httpx import AsyncClient
 
 from meshmart_common.errors import (
+    PROBLEM_JSON,
     PROBLEM_TYPE_BASE,
     BadRequest,
+    Problem,
     TooManyRequests,
     Unauthorized,
+    document_problems,
     problem_response,
+    problem_responses,
 )
 from meshmart_common.testing import assert_problem
 
@@ -165,3 +169,65 @@ def test_problem_response_for_an_unusual_status_still_has_every_member() -> None
         "instance": "/x",
         "hint": "h",
     }
+
+
+# --- OpenAPI --------------------------------------------------------------------
+
+
+async def test_every_rendered_problem_fits_the_published_problem_schema(
+    client: AsyncClient,
+) -> None:
+    responses = [
+        await client.post("/api/v1/widgets", json={"name": ""}),
+        await client.get("/api/v1/errors/validation-failed"),
+        await client.get("/api/v1/errors/too-many-requests"),
+        await client.get("/api/v1/errors/crash"),
+        await client.get("/api/v1/no/such/thing"),
+    ]
+    for response in responses:
+        assert response.headers["content-type"].startswith(PROBLEM_JSON)
+        problem = Problem.model_validate(response.json())
+        assert problem.status == response.status_code
+
+
+async def test_error_responses_are_documented_as_problem_json(client: AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    problem = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    create = schema["paths"]["/api/v1/widgets"]["post"]["responses"]
+    assert create["422"]["content"] == problem
+    assert schema["paths"]["/readyz"]["get"]["responses"]["503"]["content"] == problem
+    components = schema["components"]["schemas"]
+    assert components["Problem"]["required"] == ["type", "title", "status", "detail"]
+    assert components["Problem"]["properties"]["errors"]["anyOf"][0]["items"] == {
+        "$ref": "#/components/schemas/FieldError"
+    }
+    assert "HTTPValidationError" not in components
+    assert "ValidationError" not in components
+
+
+def test_problem_responses_describe_each_status_once_in_order() -> None:
+    assert problem_responses(404, 401, 404, descriptions={404: "No such widget"}) == {
+        401: {"description": "Unauthorized"},
+        404: {"description": "No such widget"},
+    }
+
+
+def test_document_problems_replaces_the_media_type_of_errors_only() -> None:
+    openapi: dict[str, Any] = {
+        "paths": {
+            "/w": {
+                "parameters": [],
+                "get": {
+                    "responses": {
+                        "200": {"content": {"application/json": {"schema": {}}}},
+                        "404": {"content": {"application/json": {"schema": {}}}},
+                    }
+                },
+            }
+        },
+    }
+    document_problems(openapi)
+    responses = openapi["paths"]["/w"]["get"]["responses"]
+    assert responses["200"] == {"content": {"application/json": {"schema": {}}}}
+    assert list(responses["404"]["content"]) == [PROBLEM_JSON]
+    assert set(openapi["components"]["schemas"]) == {"Problem", "FieldError"}

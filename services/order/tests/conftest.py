@@ -1,16 +1,33 @@
 """Fixtures of the order service tests (the shared ones come from meshmart_common.testing)."""
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from itertools import count
 
+import httpx
 import pytest
 from fastapi import FastAPI
+from httpx import AsyncClient
 from sqlalchemy import MetaData
 
-from meshmart_common.settings import Environment
-from meshmart_common.testing import TestContext
+from meshmart_common.db import Database
+from meshmart_common.events import EventData
+from meshmart_common.service_client import ServiceClient
+from meshmart_common.testing import TestContext, TokenMaker
+from order_service.components import Components
+from order_service.domain.outbox_port import InMemoryOutbox, OutgoingEvent
+from order_service.events.saga import handle_saga_event
+from order_service.gateways.upstreams import Upstreams
 from order_service.main import build_app
 from order_service.repository.models import Base
 from order_service.settings import Settings
+from services.order.tests.shop import Shop
+from services.order.tests.stubs import (
+    PRODUCT_URL,
+    TRADE_URL,
+    FakeClock,
+    ProductStub,
+    TradeStub,
+)
 
 
 @pytest.fixture
@@ -24,10 +41,104 @@ def service_app_factory() -> Callable[[TestContext], FastAPI]:
     """Build the order app on the test database."""
 
     def factory(ctx: TestContext) -> FastAPI:
-        return build_app(
-            Settings(
-                environment=Environment.TEST, database_url=ctx.database_url, var_dir=ctx.tmp_path
-            )
-        )
+        return build_app(ctx.settings(Settings))
 
     return factory
+
+
+# --- added: product and trade stand-ins, the outbox, the clock, the saga -------------
+
+UPSTREAM_TIMEOUT_SECONDS = 0.5
+"""Deadline of calls to the stubs: short, so "slow" outages fail fast."""
+
+
+@pytest.fixture
+def product_service() -> ProductStub:
+    """The stubbed product service (its catalogue starts empty)."""
+    return ProductStub()
+
+
+@pytest.fixture
+def trade_service() -> TradeStub:
+    """The stubbed trade service (coupons SAVE10 and FLAT500; no one has points)."""
+    return TradeStub()
+
+
+@pytest.fixture
+def components(app: FastAPI) -> Components:
+    """The app's shared components (settings, clock, outbox port, upstreams)."""
+    found: Components = app.state.components
+    return found
+
+
+@pytest.fixture
+async def upstreams(
+    components: Components, product_service: ProductStub, trade_service: TradeStub
+) -> AsyncIterator[Upstreams]:
+    """Point the app's product and trade clients at the stubs."""
+    product_http = httpx.AsyncClient(transport=product_service.transport)
+    trade_http = httpx.AsyncClient(transport=trade_service.transport)
+    stubbed = Upstreams(
+        product=ServiceClient(
+            "product", PRODUCT_URL, timeout=UPSTREAM_TIMEOUT_SECONDS, client=product_http
+        ),
+        trade=ServiceClient(
+            "trade", TRADE_URL, timeout=UPSTREAM_TIMEOUT_SECONDS, client=trade_http
+        ),
+    )
+    components.upstreams = stubbed
+    yield stubbed
+    await product_http.aclose()
+    await trade_http.aclose()
+
+
+@pytest.fixture
+def outbox(components: Components) -> InMemoryOutbox:
+    """The in-memory outbox the app emits into."""
+    assert isinstance(components.event_sink, InMemoryOutbox)
+    return components.event_sink
+
+
+@pytest.fixture
+def clock(components: Components) -> FakeClock:
+    """A hand-moved clock in place of the app's."""
+    fake = FakeClock()
+    components.clock = fake
+    return fake
+
+
+@pytest.fixture
+async def api(client: AsyncClient, upstreams: Upstreams) -> AsyncClient:
+    """The order API client, with product and trade stubbed."""
+    return client
+
+
+@pytest.fixture
+def headers_of(make_token: TokenMaker) -> Callable[..., dict[str, str]]:
+    """``headers_of(user_id, role="customer")`` -> the Authorization header of that user."""
+
+    def make(user_id: int, role: str = "customer") -> dict[str, str]:
+        return {"Authorization": f"Bearer {make_token(user_id, role)}"}
+
+    return make
+
+
+@pytest.fixture
+def shop(api: AsyncClient, product_service: ProductStub) -> Shop:
+    """Helpers to fill carts and check out through the API."""
+    return Shop(api=api, products=product_service, numbers=count(1))
+
+
+Deliver = Callable[[EventData], Awaitable[list[OutgoingEvent]]]
+
+
+@pytest.fixture
+def deliver(app: FastAPI, api: AsyncClient, components: Components) -> Deliver:
+    """``await deliver(payload)``: a saga reply handled as the event consumer will, committed."""
+    database: Database = app.state.database
+
+    async def handle(payload: EventData) -> list[OutgoingEvent]:
+        async with database.session() as session:
+            return await handle_saga_event(session, payload, components)
+
+    return handle

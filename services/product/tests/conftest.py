@@ -10,7 +10,6 @@ from httpx import AsyncClient
 from sqlalchemy import MetaData
 
 from meshmart_common.db import Database
-from meshmart_common.settings import Environment
 from meshmart_common.testing import TestContext
 from product_service.main import build_app
 from product_service.repository.models import Base
@@ -30,11 +29,7 @@ def service_app_factory() -> Callable[[TestContext], FastAPI]:
     """Build the product app on the test database."""
 
     def factory(ctx: TestContext) -> FastAPI:
-        return build_app(
-            Settings(
-                environment=Environment.TEST, database_url=ctx.database_url, var_dir=ctx.tmp_path
-            )
-        )
+        return build_app(ctx.settings(Settings))
 
     return factory
 

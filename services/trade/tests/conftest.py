@@ -1,15 +1,19 @@
 """Fixtures of the trade service tests (the shared ones come from meshmart_common.testing)."""
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from itertools import count
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import MetaData
+from httpx import AsyncClient
+from sqlalchemy import MetaData, update
 
-from meshmart_common.settings import Environment
+from meshmart_common.db import Database
 from meshmart_common.testing import TestContext
 from trade_service.main import build_app
-from trade_service.repository.models import Base
+from trade_service.repository.models import Base, CouponCampaign
 from trade_service.settings import Settings
 
 
@@ -24,10 +28,111 @@ def service_app_factory() -> Callable[[TestContext], FastAPI]:
     """Build the trade app on the test database."""
 
     def factory(ctx: TestContext) -> FastAPI:
-        return build_app(
-            Settings(
-                environment=Environment.TEST, database_url=ctx.database_url, var_dir=ctx.tmp_path
-            )
-        )
+        return build_app(ctx.settings(Settings))
 
     return factory
+
+
+# --- fixtures added with the trade API ----------------------------------------------
+
+Factory = Callable[..., Awaitable[dict[str, Any]]]
+CUSTOMER_ID = 1001
+"""The user id of the shared ``customer_headers`` token."""
+
+
+def bearer(make_token: Callable[..., str], user_id: int) -> dict[str, str]:
+    """Authorization header of customer ``user_id``."""
+    return {"Authorization": f"Bearer {make_token(user_id)}"}
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    """Direct access to the test database (saga operations, state the API cannot set)."""
+    db = Database(database_url)
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture
+def create_campaign(client: AsyncClient, admin_headers: dict[str, str]) -> Factory:
+    """``await create_campaign(code=..., discount_type=...)`` -> the campaign, via the API.
+
+    Defaults: 10% off, no minimum spend, 100 coupons, 1 per customer, open
+    from yesterday for 30 days.
+    """
+    numbers = count(1)
+
+    async def create(**fields: Any) -> dict[str, Any]:
+        n = next(numbers)
+        now = datetime.now(UTC)
+        body = {
+            "code": f"CAMP-{n}",
+            "name": f"Campaign {n}",
+            "discount_type": "percent",
+            "discount_value": 10,
+            "min_spend_cents": 0,
+            "total_quantity": 100,
+            "per_user_limit": 1,
+            "starts_at": (now - timedelta(days=1)).isoformat(),
+            "ends_at": (now + timedelta(days=30)).isoformat(),
+            **fields,
+        }
+        response = await client.post("/api/v1/coupon-campaigns", json=body, headers=admin_headers)
+        assert response.status_code == 201, response.text
+        created: dict[str, Any] = response.json()
+        return created
+
+    return create
+
+
+@pytest.fixture
+def claim_coupon(client: AsyncClient, make_token: Callable[..., str]) -> Factory:
+    """``await claim_coupon(code, user_id=1001)`` -> the claimed coupon, via the API."""
+
+    async def claim(code: str, user_id: int = CUSTOMER_ID) -> dict[str, Any]:
+        response = await client.post(
+            "/api/v1/coupons/claim", json={"code": code}, headers=bearer(make_token, user_id)
+        )
+        assert response.status_code == 201, response.text
+        claimed: dict[str, Any] = response.json()
+        return claimed
+
+    return claim
+
+
+@pytest.fixture
+def grant_points(client: AsyncClient, admin_headers: dict[str, str]) -> Factory:
+    """``await grant_points(points, user_id=1001)`` -> the balance after the grant, via the API."""
+
+    async def grant(points: int, user_id: int = CUSTOMER_ID) -> dict[str, Any]:
+        response = await client.post(
+            "/api/v1/points/grants",
+            json={"user_id": user_id, "points": points},
+            headers=admin_headers,
+        )
+        assert response.status_code == 201, response.text
+        granted: dict[str, Any] = response.json()
+        return granted
+
+    return grant
+
+
+EndCampaign = Callable[[int], Awaitable[None]]
+
+
+@pytest.fixture
+def end_campaign(database: Database) -> EndCampaign:
+    """``await end_campaign(campaign_id)``: move the campaign's window into the past."""
+
+    async def end(campaign_id: int) -> None:
+        now = datetime.now(UTC)
+        async with database.session() as session:
+            await session.execute(
+                update(CouponCampaign)
+                .where(CouponCampaign.id == campaign_id)
+                .values(starts_at=now - timedelta(days=10), ends_at=now - timedelta(minutes=1))
+            )
+
+    return end

@@ -9,7 +9,6 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import MetaData
 
-from meshmart_common.settings import Environment
 from meshmart_common.testing import TestContext
 from user_service.main import build_app
 from user_service.repository.models import Base
@@ -23,19 +22,15 @@ refresh_token, headers (the Authorization header)."""
 NewAccount = Callable[..., Awaitable[Account]]
 
 
-def settings_for(ctx: TestContext, **overrides: Any) -> Settings:
+def settings_for(ctx: TestContext) -> Settings:
     """Settings on the test database, signing with the test key, with cheap argon2."""
-    values: dict[str, Any] = {
-        "environment": Environment.TEST,
-        "database_url": ctx.database_url,
-        "var_dir": ctx.tmp_path,
-        "jwt_private_key_file": ctx.signing_key_path,
-        "argon2_time_cost": 1,
-        "argon2_memory_cost": 1024,
-        "argon2_parallelism": 1,
-    }
-    values.update(overrides)
-    return Settings(**values)
+    return ctx.settings(
+        Settings,
+        jwt_private_key_file=ctx.signing_key_path,
+        argon2_time_cost=1,
+        argon2_memory_cost=1024,
+        argon2_parallelism=1,
+    )
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from meshmart_common.auth import JwksKeySource, KeySource, TokenVerifier
 from meshmart_common.db import Database
-from meshmart_common.errors import install_error_handlers
+from meshmart_common.errors import install_error_handlers, install_problem_openapi
 from meshmart_common.health import Readiness, health_router
 from meshmart_common.observability import HttpMetrics, RequestContextMiddleware, configure_logging
 from meshmart_common.settings import ServiceSettings
@@ -55,8 +55,9 @@ def create_app(
     request ids, metrics at /metrics, /healthz and /readyz (with a database
     check), a Database at ``app.state.database`` and a token verifier at
     ``app.state.token_verifier`` (JWKS from settings unless ``key_source`` is
-    given). ``lifespan_hooks`` are entered in order at start-up and exited in
-    reverse at shutdown.
+    given). Its OpenAPI document gives every 4xx/5xx response the problem+json
+    body the error handlers send. ``lifespan_hooks`` are entered in order at
+    start-up and exited in reverse at shutdown.
     """
     configure_logging(settings.log_level, settings.service_name)
     database = Database(
@@ -99,6 +100,7 @@ def create_app(
     )
 
     install_error_handlers(app)
+    install_problem_openapi(app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.include_router(health_router())
     app.include_router(_metrics_router(registry))

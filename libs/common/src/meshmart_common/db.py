@@ -1,8 +1,9 @@
-"""Database access: async engines, the per-request session, Base naming, Alembic.
+"""Database access: async engines, the per-request session, Base naming, column types, Alembic.
 
 The request's session dependency commits when the handler returns and rolls
-back when it raises; repositories only ``flush``. A read-replica URL, when set,
-serves the sessions that read-only endpoints ask for.
+back when it raises (unless the error is a DomainError with
+``commit_session``); repositories only ``flush``. A read-replica URL, when
+set, serves the sessions that read-only endpoints ask for.
 """
 
 from __future__ import annotations
@@ -10,18 +11,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import MetaData, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import DateTime, MetaData, event, text
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from meshmart_common.errors import DomainError
 
 NAMING_CONVENTION: dict[str, str] = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -35,6 +41,45 @@ NAMING_CONVENTION: dict[str, str] = {
 def naming_metadata() -> MetaData:
     """A MetaData with MeshMart's constraint naming convention (one per service Base)."""
     return MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A UTC instant: stored without offset, always read back timezone-aware.
+
+    SQLite and MariaDB DATETIME columns keep no offset and return naive values,
+    which cannot be compared with aware ones; normalising at the boundary lets
+    the domain work with aware UTC datetimes only (a naive value written is
+    taken to be UTC already). ``precision`` is the number
+    of fractional-second digits MySQL/MariaDB keep (DATETIME(6) by default: a
+    plain DATETIME drops them, so rows written in the same second would tie);
+    SQLite always keeps microseconds.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def __init__(self, precision: int = 6) -> None:
+        super().__init__()
+        self.precision = precision
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name in ("mysql", "mariadb") and self.precision:
+            return dialect.type_descriptor(mysql.DATETIME(fsp=self.precision))
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None or value.tzinfo is None:
+            return value
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            value = datetime.fromisoformat(str(value))
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -88,13 +133,23 @@ class Database:
 
     @asynccontextmanager
     async def session(self, *, read_only: bool = False) -> AsyncIterator[AsyncSession]:
-        """A unit of work: commits on success, rolls back on any exception."""
+        """A unit of work: commits on success, rolls back on any exception.
+
+        A :class:`DomainError` whose ``commit_session`` is set commits the work
+        done so far before it propagates (read-only sessions never commit).
+        """
         factory = self.read_sessionmaker if read_only else self.sessionmaker
         async with factory() as session:
             try:
                 yield session
                 if not read_only:
                     await session.commit()
+            except DomainError as error:
+                if error.commit_session and not read_only:
+                    await session.commit()
+                else:
+                    await session.rollback()
+                raise
             except BaseException:
                 await session.rollback()
                 raise
@@ -123,7 +178,10 @@ def get_database(request: Request) -> Database:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """Request-scoped read-write session: commit on success, rollback on error."""
+    """Request-scoped read-write session: commit on success, rollback on error.
+
+    A DomainError with ``commit_session`` commits before the error response.
+    """
     async with get_database(request).session() as session:
         yield session
 

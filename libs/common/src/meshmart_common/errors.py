@@ -1,19 +1,23 @@
-"""Domain errors and their RFC 9457 problem+json rendering.
+"""Domain errors and their RFC 9457 problem+json rendering and documentation.
 
 Domain code raises these (never HTTPException); one set of handlers renders
-every error, including request validation errors and unexpected exceptions.
+every error, including request validation errors and unexpected exceptions,
+and the OpenAPI document says so: every 4xx/5xx response is
+application/problem+json with the :class:`Problem` schema.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger("meshmart.errors")
@@ -28,6 +32,13 @@ class DomainError(Exception):
     status: int = 400
     code: str = "bad-request"
     title: str = "Bad request"
+    commit_session: bool = False
+    """The work done before this error is kept, e.g. security bookkeeping.
+
+    Normally a domain error rolls the request's session back. A failed login
+    that counts towards a lockout must be committed although the request
+    fails, or the failure would undo the protection: such errors set this.
+    """
 
     def __init__(
         self,
@@ -220,3 +231,96 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+# --- OpenAPI -------------------------------------------------------------------
+
+
+class FieldError(BaseModel):
+    """One invalid field of a problem (request validation sends all four keys)."""
+
+    field: str
+    message: str
+    location: str | None = None
+    type: str | None = None
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem detail (application/problem+json), as every error is rendered."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    request_id: str | None = None
+    errors: list[FieldError] | None = None
+
+
+_COMPONENTS_REF = "#/components/schemas/"
+# FastAPI's own 422 schemas, left unused once its 422 responses say problem+json.
+_FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+
+def problem_responses(
+    *statuses: int, descriptions: Mapping[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` entries of a route for the errors with ``statuses``.
+
+    Each is described by ``descriptions[status]`` or the HTTP reason phrase;
+    create_app documents its body as application/problem+json (:class:`Problem`).
+    The 422 of request validation need not be listed: FastAPI adds it to
+    every route with parameters or a body.
+    """
+    texts = descriptions or {}
+    return {
+        status: {"description": texts.get(status) or HTTPStatus(status).phrase}
+        for status in sorted(set(statuses))
+    }
+
+
+def _problem_components() -> dict[str, Any]:
+    schema = Problem.model_json_schema(
+        ref_template=_COMPONENTS_REF + "{model}", mode="serialization"
+    )
+    components: dict[str, Any] = schema.pop("$defs", {})
+    components[Problem.__name__] = schema
+    return components
+
+
+def document_problems(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Make every 4xx/5xx response of an OpenAPI document application/problem+json.
+
+    FastAPI documents each response under the route's own media type, and its
+    automatic 422 with its own HTTPValidationError schema; the error handlers
+    send :class:`Problem` bodies instead. Changes ``openapi`` in place and returns it.
+    """
+    problem_ref = _COMPONENTS_REF + Problem.__name__
+    documented = False
+    for path_item in openapi.get("paths", {}).values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict):  # path-level "parameters" is a list
+                continue
+            for code, response in operation.get("responses", {}).items():
+                if str(code)[:1] in ("4", "5"):
+                    response["content"] = {PROBLEM_JSON: {"schema": {"$ref": problem_ref}}}
+                    documented = True
+    if documented:
+        openapi.setdefault("components", {}).setdefault("schemas", {}).update(_problem_components())
+    schemas: dict[str, Any] = openapi.get("components", {}).get("schemas", {})
+    for name in _FASTAPI_VALIDATION_SCHEMAS:  # HTTPValidationError first: it refers to the other
+        if name in schemas and f'"{_COMPONENTS_REF}{name}"' not in json.dumps(openapi):
+            del schemas[name]
+    return openapi
+
+
+def install_problem_openapi(app: FastAPI) -> None:
+    """Document the errors of ``app`` as they are rendered (see :func:`document_problems`)."""
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(default_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -16,20 +16,19 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-USER_EVENTS = "user-events"
-PRODUCT_EVENTS = "product-events"
-ORDER_EVENTS = "order-events"
-TRADE_EVENTS = "trade-events"
-ORDER_TIMEOUTS = "order-timeouts"  # a DELAY topic
+from meshmart_common.messaging.envelope import EventPayload
+from meshmart_common.messaging.topology import (
+    ORDER_EVENTS,
+    ORDER_TIMEOUTS,
+    PRODUCT_EVENTS,
+    TRADE_EVENTS,
+    USER_EVENTS,
+)
 
 
-class EventData(BaseModel):
+class EventData(EventPayload):
     """Base of every payload: its event type, its topic, and which field is the aggregate id."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    event_type: ClassVar[str]
-    topic: ClassVar[str]
     key_field: ClassVar[str]
 
     def aggregate_key(self) -> str:

@@ -10,6 +10,9 @@ The plugin then gives ``app``, ``client``, tokens for a customer and an admin,
 and a database per test: every database fixture runs once on SQLite and once
 on a real MariaDB server that the session starts in a temporary data
 directory (or the server in MESHMART_TEST_MYSQL_URL).
+
+:class:`PlatformContract` holds the tests every service must pass (health,
+metrics, docs, problem+json errors, migrations); a service's tests subclass it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 from fastapi import FastAPI
@@ -39,6 +42,8 @@ from meshmart_common.auth import (
     TokenVerifier,
     jwks_document,
 )
+from meshmart_common.errors import PROBLEM_JSON
+from meshmart_common.settings import Environment, ServiceSettings
 
 BACKENDS = ("sqlite", "mariadb")
 MARIADB_HINT = (
@@ -46,6 +51,8 @@ MARIADB_HINT = (
     "`apt-get install mariadb-server` (Debian/Ubuntu; `bash .ci/run` does this), "
     "or point MESHMART_TEST_MYSQL_URL at a server, e.g. mysql+aiomysql://root:pw@127.0.0.1:3306"
 )
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,16 @@ class TestContext:
     signing_key: SigningKey
     signing_key_path: Path
     tmp_path: Path
+
+    def settings(self, settings_class: type[SettingsT], **overrides: Any) -> SettingsT:
+        """A service's settings for the test app: test environment, this database, tmp var_dir."""
+        values: dict[str, Any] = {
+            "environment": Environment.TEST,
+            "database_url": self.database_url,
+            "var_dir": self.tmp_path,
+        }
+        values.update(overrides)
+        return settings_class(**values)
 
 
 def free_port() -> int:
@@ -440,3 +457,58 @@ def assert_problem(response: Any, status: int, *, field: str | None = None) -> d
         fields = [e["field"] for e in body.get("errors", [])]
         assert field in fields, fields
     return body
+
+
+# --- the platform contract ------------------------------------------------------
+
+
+class PlatformContract:
+    """The platform endpoints every service answers, and its migrations matching its models.
+
+    A service's tests subclass it (the class name must start with ``Test``)
+    and set the three class attributes; the service's conftest provides
+    ``service_metadata`` and ``service_app_factory`` as for every other test.
+    """
+
+    service_name: ClassVar[str]
+    """The name /healthz reports (``ServiceSettings.service_name``)."""
+    title: ClassVar[str]
+    """The title of the service's OpenAPI document."""
+    migrations_dir: ClassVar[Path]
+    """The service's Alembic folder (services/<name>/migrations)."""
+
+    async def test_healthz_and_readyz_answer_ok(self, client: AsyncClient) -> None:
+        health = await client.get("/healthz")
+        assert health.json() == {"status": "ok", "service": self.service_name}
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["checks"] == {"database": "ok"}
+
+    async def test_metrics_and_openapi_are_served(self, client: AsyncClient) -> None:
+        await client.get("/healthz")
+        metrics = await client.get("/metrics")
+        assert 'http_requests_total{method="GET",route="/healthz",status="200"}' in metrics.text
+        docs = await client.get("/docs")
+        assert docs.status_code == 200
+        assert "swagger" in docs.text.lower()
+        schema = (await client.get("/openapi.json")).json()
+        assert schema["info"]["title"] == self.title
+
+    async def test_every_operation_is_described_and_its_errors_are_problem_json(
+        self, client: AsyncClient
+    ) -> None:
+        schema = (await client.get("/openapi.json")).json()
+        problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
+        for path, item in schema["paths"].items():
+            for method, operation in item.items():
+                assert operation.get("description"), (path, method)
+                for status, response in operation["responses"].items():
+                    if status.startswith(("4", "5")):
+                        assert response["content"] == {PROBLEM_JSON: problem}, (path, method)
+        assert "Problem" in schema["components"]["schemas"]
+        assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+    def test_migrations_match_the_models(
+        self, empty_database_url: str, service_metadata: MetaData
+    ) -> None:
+        assert migrations_diff(self.migrations_dir, empty_database_url, service_metadata) == []

@@ -60,6 +60,8 @@ class StackConfig:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        # Where each service finds the others (USER_URL, PRODUCT_URL, ...).
+        env.update({f"{name.upper()}_URL": self.url(name) for name in self.ports})
         # Each process reads its own DATABASE_URL; a shared one would mix services.
         env.pop("DATABASE_URL", None)
         env.update(self.extra_env)

@@ -1,9 +1,17 @@
 """The data service app."""
 
+from __future__ import annotations
+
 from fastapi import FastAPI
 
+from data_service.api import ROUTERS
 from data_service.settings import Settings
 from meshmart_common.app import create_app
+
+OPENAPI_TAGS = [
+    {"name": "stats", "description": "Overview, sales time series and top products (admin)."},
+    {"name": "reports", "description": "Daily reports as JSON or CSV (admin)."},
+]
 
 
 def build_app(settings: Settings) -> FastAPI:
@@ -12,9 +20,12 @@ def build_app(settings: Settings) -> FastAPI:
         settings,
         title="MeshMart data service",
         description=(
-            "Analytics over every domain event: stats, time series and reports. "
-            "Its business API arrives with the checkout saga."
+            "Analytics over every domain event: overview stats, a sales time series, "
+            "top products and daily reports (JSON or CSV). Admin only. Money is integer "
+            "cents, times are UTC; errors are RFC 9457 problem details."
         ),
+        routers=ROUTERS,
+        openapi_tags=OPENAPI_TAGS,
     )
 
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI
 
 from meshmart_common.app import create_app
-from meshmart_common.errors import PROBLEM_JSON
 from product_service.api import ROUTERS
 from product_service.settings import Settings
 
@@ -18,35 +15,9 @@ OPENAPI_TAGS = [
 ]
 
 
-def _problem_media_types(schema: dict[str, Any]) -> dict[str, Any]:
-    # Error responses are sent as application/problem+json; say so in the schema
-    # (FastAPI documents every response under the route's own media type).
-    problem_ref = {"$ref": "#/components/schemas/Problem"}
-    for path in schema.get("paths", {}).values():
-        for operation in path.values():
-            for code, response in operation.get("responses", {}).items():
-                if not str(code).startswith(("4", "5")):
-                    continue
-                content = response.setdefault("content", {})
-                content.pop("application/json", None)
-                content[PROBLEM_JSON] = {"schema": problem_ref}
-    return schema
-
-
-def _install_problem_openapi(app: FastAPI) -> None:
-    default_openapi = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = _problem_media_types(default_openapi())
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
 def build_app(settings: Settings) -> FastAPI:
     """Create the product app for settings."""
-    app = create_app(
+    return create_app(
         settings,
         title="MeshMart product service",
         description=(
@@ -56,8 +27,6 @@ def build_app(settings: Settings) -> FastAPI:
         routers=ROUTERS,
         openapi_tags=OPENAPI_TAGS,
     )
-    _install_problem_openapi(app)
-    return app
 
 
 def app_factory() -> FastAPI:

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from meshmart_common.cli import run_cli
+from trade_service.domain.demo_data import seed
 from trade_service.settings import Settings
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
@@ -14,6 +15,7 @@ def main() -> int:
         settings_factory=Settings,
         app_path="trade_service.main:app_factory",
         migrations_dir=MIGRATIONS,
+        seeder=seed,
     )
 
 

@@ -1,1 +1,8 @@
-"""data service: api layer."""
+"""data service: api layer (routers, response schemas, dependencies)."""
+
+from fastapi import APIRouter
+
+from data_service.api import reports, stats
+
+ROUTERS: tuple[APIRouter, ...] = (stats.router, reports.router)
+"""Every router of the data API, mounted under /api/v1."""

@@ -1,1 +1,1 @@
-"""data service: events layer."""
+"""data service: events layer (the consumer handler that feeds ingest)."""

@@ -1,11 +1,126 @@
-"""SQLAlchemy models of the data service."""
+"""SQLAlchemy models of the data service: the analytics tables fed by domain events.
 
-from sqlalchemy.orm import DeclarativeBase
+Every table is a projection of events, written by the ingest handler and read
+by the stats and report endpoints. Ids are the producers' ids (no foreign keys
+to other services' databases, which this service cannot see).
+"""
 
-from meshmart_common.db import naming_metadata
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Integer,
+    String,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from meshmart_common.db import UTCDateTime, naming_metadata
+
+# Written in UTC, read back timezone-aware UTC. DATETIME(6) on MySQL/MariaDB, as
+# migration 0002 created it: a plain DATETIME drops the fraction of a second.
+Timestamp = UTCDateTime(precision=6)
+
+EVENT_ID_LENGTH = 128
+EVENT_TYPE_LENGTH = 64
+EVENT_KEY_LENGTH = 128
+TITLE_LENGTH = 200
+SKU_LENGTH = 64
+STATUS_LENGTH = 20
+COUPON_LENGTH = 64
+REASON_LENGTH = 200
+
+
+def utc_now() -> datetime:
+    """The current time in UTC (every timestamp column is written in UTC)."""
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
     """Declarative base of the data service (its own metadata and migrations)."""
 
     metadata = naming_metadata()
+
+
+class RawEvent(Base):
+    """Every event ingested, once: the unique event id makes a replay a no-op."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(EVENT_ID_LENGTH), unique=True)
+    event_type: Mapped[str] = mapped_column(String(EVENT_TYPE_LENGTH), index=True)
+    key: Mapped[str] = mapped_column(String(EVENT_KEY_LENGTH))
+    occurred_at: Mapped[datetime] = mapped_column(Timestamp, index=True)
+    received_at: Mapped[datetime] = mapped_column(Timestamp)
+    # The payload as JSON, cut to a marker when larger than the ingest bound.
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class UserFact(Base):
+    """A registered user, for the user count and new users per day."""
+
+    __tablename__ = "users"
+
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    registered_at: Mapped[datetime] = mapped_column(Timestamp, index=True)
+
+
+class ProductFact(Base):
+    """The last known title of a product (from product.created / product.updated)."""
+
+    __tablename__ = "products"
+
+    product_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    sku: Mapped[str | None] = mapped_column(String(SKU_LENGTH))
+    title: Mapped[str | None] = mapped_column(String(TITLE_LENGTH))
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    # occurred_at of the event the title came from: an older event never overwrites it.
+    title_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class OrderFact(Base):
+    """One order as the events told it so far; any field may still be unknown (null).
+
+    Events arrive in any order, so the row is created by whichever order event
+    comes first and filled in by the others; ``status`` only moves forward.
+    """
+
+    __tablename__ = "orders"
+
+    order_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    user_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    status: Mapped[str] = mapped_column(String(STATUS_LENGTH), index=True)
+    subtotal_cents: Mapped[int | None] = mapped_column(BigInteger)
+    discount_cents: Mapped[int | None] = mapped_column(BigInteger)
+    total_cents: Mapped[int | None] = mapped_column(BigInteger)
+    points_redeemed: Mapped[int | None] = mapped_column(BigInteger)
+    coupon_code: Mapped[str | None] = mapped_column(String(COUPON_LENGTH))
+    reason: Mapped[str | None] = mapped_column(String(REASON_LENGTH))
+    created_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)
+    awaiting_payment_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    paid_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)
+    shipped_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    completed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    cancelled_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)
+    rejected_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)
+    last_event_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class OrderLineFact(Base):
+    """One line of an order: what top products add up (for orders that were paid)."""
+
+    __tablename__ = "order_lines"
+
+    order_id: Mapped[int] = mapped_column(
+        ForeignKey("orders.order_id", ondelete="CASCADE"), primary_key=True
+    )
+    line_no: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    product_id: Mapped[int] = mapped_column(Integer, index=True)
+    quantity: Mapped[int] = mapped_column(Integer)
+    unit_price_cents: Mapped[int] = mapped_column(BigInteger)

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Path
 
 from meshmart_common.db import ReadSessionDep, SessionDep
-from product_service.api.schemas import MAX_ID, Problem
+from meshmart_common.errors import problem_responses
+from product_service.api.schemas import MAX_ID
 from product_service.domain.categories import CategoryService
 from product_service.domain.products import ProductService
 from product_service.domain.reviews import ReviewService
@@ -63,8 +64,5 @@ _PROBLEM_TEXT = {
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the problem+json responses a route can give."""
-    return {
-        status: {"model": Problem, "description": _PROBLEM_TEXT.get(status, "Problem")}
-        for status in statuses
-    }
+    """OpenAPI entries for the problem+json responses a route can give, in this API's words."""
+    return problem_responses(*statuses, descriptions=_PROBLEM_TEXT)

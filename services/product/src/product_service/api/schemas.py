@@ -6,7 +6,7 @@ true are rejected (422) instead of being truncated or coerced.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -50,15 +50,6 @@ def _http_url_text(value: str) -> str:
         raise ValueError("must be an http or https URL")
     return value
 
-
-def _as_utc(value: datetime) -> datetime:
-    # SQLite and MySQL hand timestamps back without a zone; they are stored in UTC.
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 Sku = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9-]{3,32}$"), Field(examples=["EL-1001"])]
 Slug = Annotated[
@@ -215,7 +206,7 @@ class ProductSummary(BaseModel):
     available: int = Field(description="units that can be ordered now")
     rating_avg: float | None = Field(description="average stars, 2 decimals; null: no reviews")
     rating_count: int
-    created_at: UtcDatetime
+    created_at: datetime
 
     @classmethod
     def of(cls, product: Product) -> ProductSummary:
@@ -249,8 +240,8 @@ class ProductRead(BaseModel):
     stock: StockRead
     rating_avg: float | None = Field(description="average stars, 2 decimals; null: no reviews")
     rating_count: int
-    created_at: UtcDatetime
-    updated_at: UtcDatetime
+    created_at: datetime
+    updated_at: datetime
     deleted: bool = Field(description="soft-deleted: hidden from lists, still readable by id")
 
     @classmethod
@@ -302,7 +293,7 @@ class ReviewRead(BaseModel):
     title: str | None
     body: str | None
     verified: bool = Field(description="the author bought the product")
-    created_at: UtcDatetime
+    created_at: datetime
 
     @classmethod
     def of(cls, review: Review) -> ReviewRead:
@@ -322,24 +313,3 @@ class ReviewRead(BaseModel):
 
 class ReviewPage(Page[ReviewRead]):
     """One page of reviews."""
-
-
-class FieldError(BaseModel):
-    """One invalid field of a 422 problem."""
-
-    field: str
-    message: str
-    location: str | None = None
-    type: str | None = None
-
-
-class Problem(BaseModel):
-    """An RFC 9457 problem (application/problem+json)."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    instance: str | None = None
-    request_id: str | None = None
-    errors: list[FieldError] | None = None

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -16,14 +15,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from meshmart_common.db import naming_metadata
-
-# MySQL's plain DATETIME drops the fraction of a second, which would make
-# "newest first" a coin toss for rows written in the same second.
-Timestamp = DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+from meshmart_common.db import UTCDateTime, naming_metadata
 
 
 def utc_now() -> datetime:
@@ -46,7 +40,7 @@ class Category(Base):
     slug: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(100))
     description: Mapped[str] = mapped_column(String(500), default="")
-    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utc_now)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
 
 
 class Product(Base):
@@ -77,9 +71,9 @@ class Product(Base):
     # Average rating in hundredths (467 = 4.67), 0 without reviews: an exact
     # integer sort key that both SQLite and MySQL index and compare alike.
     rating_avg_x100: Mapped[int] = mapped_column(Integer, default=0, index=True)
-    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utc_now, index=True)
-    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utc_now)
-    deleted_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
 
     category: Mapped[Category] = relationship(lazy="joined", innerjoin=True)
 
@@ -119,4 +113,4 @@ class Review(Base):
     title: Mapped[str | None] = mapped_column(String(120))
     body: Mapped[str | None] = mapped_column(String(2000))
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utc_now)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)

@@ -7,8 +7,8 @@ from typing import Annotated, cast
 from fastapi import APIRouter, Path, Response, status
 
 from meshmart_common.auth import CurrentUser
+from meshmart_common.errors import problem_responses
 from user_service.api.deps import AddressReaderDep, AddressServiceDep
-from user_service.api.problems import problems
 from user_service.api.schemas import AddressCreate, AddressRead, AddressUpdate
 from user_service.domain.addresses import AddressChanges, NewAddress
 
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/users/me/addresses", tags=["addresses"])
 AddressId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the address id")]
 
 
-@router.get("", response_model=list[AddressRead], responses=problems(401))
+@router.get("", response_model=list[AddressRead], responses=problem_responses(401))
 async def list_addresses(principal: CurrentUser, addresses: AddressReaderDep) -> list[AddressRead]:
     """The caller's addresses, oldest first."""
     return [AddressRead.model_validate(a) for a in await addresses.list(principal.user_id)]
@@ -27,7 +27,7 @@ async def list_addresses(principal: CurrentUser, addresses: AddressReaderDep) ->
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=AddressRead,
-    responses=problems(401, 409),
+    responses=problem_responses(401, 409),
 )
 async def create_address(
     body: AddressCreate, principal: CurrentUser, addresses: AddressServiceDep
@@ -37,7 +37,7 @@ async def create_address(
     return AddressRead.model_validate(address)
 
 
-@router.patch("/{address_id}", response_model=AddressRead, responses=problems(401, 404))
+@router.patch("/{address_id}", response_model=AddressRead, responses=problem_responses(401, 404))
 async def update_address(
     address_id: AddressId,
     body: AddressUpdate,
@@ -51,7 +51,7 @@ async def update_address(
 
 
 @router.delete(
-    "/{address_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problems(401, 404)
+    "/{address_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(401, 404)
 )
 async def delete_address(
     address_id: AddressId, principal: CurrentUser, addresses: AddressServiceDep

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
+from meshmart_common.errors import problem_responses
 from user_service.api.deps import AccountServiceDep, AuthenticationServiceDep
-from user_service.api.problems import problems
 from user_service.api.schemas import (
     LoginRequest,
     RefreshRequest,
@@ -30,7 +30,7 @@ def _token_response(pair: TokenPair) -> TokenResponse:
     "/register",
     status_code=status.HTTP_201_CREATED,
     response_model=UserRead,
-    responses=problems(409),
+    responses=problem_responses(409),
 )
 async def register(body: UserRegister, accounts: AccountServiceDep) -> UserRead:
     """Create a customer account (emails are unique regardless of case)."""
@@ -40,7 +40,7 @@ async def register(body: UserRegister, accounts: AccountServiceDep) -> UserRead:
     return UserRead.model_validate(user)
 
 
-@router.post("/login", response_model=TokenResponse, responses=problems(401, 429))
+@router.post("/login", response_model=TokenResponse, responses=problem_responses(401, 429))
 async def login(
     body: LoginRequest, auth: AuthenticationServiceDep, response: Response
 ) -> TokenResponse:
@@ -49,7 +49,7 @@ async def login(
     return _token_response(await auth.login(body.email, body.password))
 
 
-@router.post("/refresh", response_model=TokenResponse, responses=problems(401))
+@router.post("/refresh", response_model=TokenResponse, responses=problem_responses(401))
 async def refresh(
     body: RefreshRequest, auth: AuthenticationServiceDep, response: Response
 ) -> TokenResponse:
@@ -58,7 +58,7 @@ async def refresh(
     return _token_response(await auth.refresh(body.refresh_token))
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=problems())
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
 async def logout(body: RefreshRequest, auth: AuthenticationServiceDep) -> Response:
     """End the login session of a refresh token (every token of its family is revoked)."""
     await auth.logout(body.refresh_token)

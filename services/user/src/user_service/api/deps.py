@@ -1,20 +1,17 @@
-"""Dependencies of the user API: the unit of work and the domain services."""
+"""Dependencies of the user API: the domain services on the request's session."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from meshmart_common.db import ReadSessionDep, get_database
+from meshmart_common.db import ReadSessionDep, SessionDep
 from user_service.domain.accounts import AccountService
 from user_service.domain.addresses import AddressService
 from user_service.domain.authentication import AuthenticationService
 from user_service.domain.clock import Clock
-from user_service.domain.errors import KeepsRecordedState
 from user_service.domain.login_throttle import LoginThrottle
 from user_service.domain.passwords import PasswordHasher
 from user_service.domain.tokens import TokenIssuer
@@ -41,34 +38,10 @@ def get_components(request: Request) -> Components:
 ComponentsDep = Annotated[Components, Depends(get_components)]
 
 
-async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
-    """A read-write session, committed before the response is sent.
-
-    meshmart_common's SessionDep commits after the response has gone out, so
-    a client could log in before its registration is committed; this one
-    finishes first. Errors roll back, except KeepsRecordedState ones: their
-    security bookkeeping (failed-login counts, revoked families) must stay.
-    """
-    async with get_database(request).sessionmaker() as session:
-        try:
-            yield session
-        except KeepsRecordedState:
-            await session.commit()
-            raise
-        except BaseException:
-            await session.rollback()
-            raise
-        else:
-            await session.commit()
-
-
-UnitOfWork = Annotated[AsyncSession, Depends(unit_of_work, scope="function")]
-
-
 async def authentication_service(
-    session: UnitOfWork, components: ComponentsDep
+    session: SessionDep, components: ComponentsDep
 ) -> AuthenticationService:
-    """Login, refresh and logout on the request's unit of work."""
+    """Login, refresh and logout on the request's session."""
     return AuthenticationService(
         session,
         hasher=components.hasher,
@@ -78,8 +51,8 @@ async def authentication_service(
     )
 
 
-async def account_service(session: UnitOfWork, components: ComponentsDep) -> AccountService:
-    """Account writes on the request's unit of work."""
+async def account_service(session: SessionDep, components: ComponentsDep) -> AccountService:
+    """Account writes on the request's session."""
     return AccountService(session, hasher=components.hasher, clock=components.clock)
 
 
@@ -88,8 +61,8 @@ async def account_reader(session: ReadSessionDep, components: ComponentsDep) -> 
     return AccountService(session, hasher=components.hasher, clock=components.clock)
 
 
-async def address_service(session: UnitOfWork, components: ComponentsDep) -> AddressService:
-    """Address writes on the request's unit of work."""
+async def address_service(session: SessionDep, components: ComponentsDep) -> AddressService:
+    """Address writes on the request's session."""
     return AddressService(
         session,
         max_per_user=components.settings.max_addresses_per_user,

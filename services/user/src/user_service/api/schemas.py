@@ -148,17 +148,3 @@ class AddressRead(BaseModel):
     is_default: bool
     created_at: datetime
     updated_at: datetime
-
-
-class Problem(BaseModel):
-    """An RFC 9457 problem detail, as every error of the API is rendered."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    instance: str | None = None
-    request_id: str | None = None
-    errors: list[dict[str, str]] | None = Field(
-        default=None, description="field errors: field, location, message, type"
-    )

@@ -7,22 +7,22 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from meshmart_common.auth import AdminUser, CurrentUser
+from meshmart_common.errors import problem_responses
 from meshmart_common.pagination import Page, PageDep
 from user_service.api.deps import AccountReaderDep, AccountServiceDep
-from user_service.api.problems import problems
 from user_service.api.schemas import PasswordChange, UserRead, UserUpdate
 from user_service.repository.models import EMAIL_MAX_LENGTH
 
 router = APIRouter(prefix="/users", tags=["users"])
 
 
-@router.get("/me", response_model=UserRead, responses=problems(401))
+@router.get("/me", response_model=UserRead, responses=problem_responses(401))
 async def read_me(principal: CurrentUser, accounts: AccountReaderDep) -> UserRead:
     """The caller's account."""
     return UserRead.model_validate(await accounts.get(principal.user_id))
 
 
-@router.patch("/me", response_model=UserRead, responses=problems(401))
+@router.patch("/me", response_model=UserRead, responses=problem_responses(401))
 async def update_me(
     body: UserUpdate, principal: CurrentUser, accounts: AccountServiceDep
 ) -> UserRead:
@@ -33,7 +33,9 @@ async def update_me(
     return UserRead.model_validate(user)
 
 
-@router.put("/me/password", status_code=status.HTTP_204_NO_CONTENT, responses=problems(401))
+@router.put(
+    "/me/password", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(401)
+)
 async def change_password(
     body: PasswordChange, principal: CurrentUser, accounts: AccountServiceDep
 ) -> Response:
@@ -46,7 +48,7 @@ async def change_password(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("", response_model=Page[UserRead], responses=problems(401, 403))
+@router.get("", response_model=Page[UserRead], responses=problem_responses(401, 403))
 async def list_users(
     _admin: AdminUser,
     page: PageDep,

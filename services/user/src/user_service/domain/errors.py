@@ -8,15 +8,6 @@ INVALID_CREDENTIALS = "The email or password is wrong."
 INVALID_REFRESH_TOKEN = "The refresh token is invalid, expired or revoked."  # noqa: S105
 
 
-class KeepsRecordedState(Exception):
-    """Marks an error whose security bookkeeping must be committed although the request fails.
-
-    A failed login counts towards the lockout and a reused refresh token
-    revokes its family; rolling those back with the failed request would undo
-    the protection. The request's unit of work commits before re-raising these.
-    """
-
-
 class EmailAlreadyRegistered(Conflict):
     """Another account uses the email (compared case-insensitively)."""
 
@@ -24,8 +15,12 @@ class EmailAlreadyRegistered(Conflict):
         super().__init__("An account with this email already exists.")
 
 
-class InvalidCredentials(KeepsRecordedState, Unauthorized):
+class InvalidCredentials(Unauthorized):
     """Unknown email or wrong password: one message for both, so accounts cannot be probed."""
+
+    # The failed attempt counts towards the lockout; rolling it back with the
+    # failed request would undo the protection.
+    commit_session = True
 
     def __init__(self) -> None:
         super().__init__(INVALID_CREDENTIALS)
@@ -41,8 +36,12 @@ class AccountLocked(TooManyRequests):
         )
 
 
-class InvalidRefreshToken(KeepsRecordedState, Unauthorized):
+class InvalidRefreshToken(Unauthorized):
     """The refresh token is unknown, expired, revoked, or was already used (reuse)."""
+
+    # A reused token revokes its whole family; that revocation must outlive
+    # the failed request.
+    commit_session = True
 
     def __init__(self) -> None:
         super().__init__(INVALID_REFRESH_TOKEN)

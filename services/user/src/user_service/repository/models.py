@@ -9,8 +9,8 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from meshmart_common.auth import Role
-from meshmart_common.db import naming_metadata
-from user_service.repository.types import RoleType, UTCDateTime
+from meshmart_common.db import UTCDateTime, naming_metadata
+from user_service.repository.types import RoleType
 
 EMAIL_MAX_LENGTH = 254
 FULL_NAME_MAX_LENGTH = 100
@@ -20,6 +20,10 @@ FULL_NAME_MAX_LENGTH = 100
 EMAIL_TYPE = String(EMAIL_MAX_LENGTH).with_variant(
     mysql.VARCHAR(EMAIL_MAX_LENGTH, collation="utf8mb4_bin"), "mysql", "mariadb"
 )
+
+# Whole seconds on MySQL/MariaDB: migration 0001 created plain DATETIME columns
+# there. Keeping microseconds (the shared default) needs a migration of its own.
+Timestamp = UTCDateTime(precision=0)
 
 
 class Base(DeclarativeBase):
@@ -38,11 +42,11 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     full_name: Mapped[str | None] = mapped_column(String(FULL_NAME_MAX_LENGTH))
     role: Mapped[Role] = mapped_column(RoleType())
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
     # Login throttling lives here, not in process memory, so every replica sees it.
     failed_login_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    locked_until: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class RefreshToken(Base):
@@ -54,10 +58,10 @@ class RefreshToken(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     family_id: Mapped[str] = mapped_column(String(32), index=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+    used_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class Address(Base):
@@ -75,5 +79,5 @@ class Address(Base):
     country: Mapped[str] = mapped_column(String(2))
     phone: Mapped[str | None] = mapped_column(String(32))
     is_default: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("0"))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)

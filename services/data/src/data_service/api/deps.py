@@ -1,0 +1,30 @@
+"""Dependencies of the data API: the stats service on the read session, problem responses."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends
+
+from data_service.domain.stats import StatsService
+from meshmart_common.db import ReadSessionDep
+from meshmart_common.errors import problem_responses
+
+
+def _stats(session: ReadSessionDep) -> StatsService:
+    return StatsService(session)
+
+
+StatsDep = Annotated[StatsService, Depends(_stats)]
+"""Stats on the read-only session (the replica when one is configured)."""
+
+_PROBLEM_TEXT = {
+    401: "No valid bearer token",
+    403: "The caller is not an admin",
+    422: "Invalid input (field errors in `errors`)",
+}
+
+ADMIN_PROBLEMS: dict[int | str, dict[str, Any]] = problem_responses(
+    *_PROBLEM_TEXT, descriptions=_PROBLEM_TEXT
+)
+"""OpenAPI entries for the problem+json responses every (admin) route of this API can give."""

@@ -1,0 +1,58 @@
+"""Every data route is for admins: 401 without a token, 403 for a customer."""
+
+from __future__ import annotations
+
+import pytest
+from httpx import AsyncClient
+
+from meshmart_common.testing import assert_problem
+
+ROUTES = [
+    "/api/v1/stats/overview",
+    "/api/v1/stats/sales",
+    "/api/v1/stats/top-products",
+    "/api/v1/reports/daily",
+    "/api/v1/reports/daily?format=csv",
+]
+
+
+@pytest.mark.parametrize("path", ROUTES)
+async def test_without_a_token_is_401(client: AsyncClient, path: str) -> None:
+    response = await client.get(path)
+    assert_problem(response, 401)
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("path", ROUTES)
+async def test_with_a_garbage_token_is_401(client: AsyncClient, path: str) -> None:
+    assert_problem(await client.get(path, headers={"Authorization": "Bearer not.a.jwt"}), 401)
+
+
+@pytest.mark.parametrize("path", ROUTES)
+async def test_a_customer_is_403(
+    client: AsyncClient, customer_headers: dict[str, str], path: str
+) -> None:
+    assert_problem(await client.get(path, headers=customer_headers), 403)
+
+
+async def test_every_route_is_documented_with_problems_as_problem_json(
+    client: AsyncClient,
+) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    operations = {
+        path: op["get"] for path, op in schema["paths"].items() if path.startswith("/api/v1/")
+    }
+    assert sorted(operations) == [
+        "/api/v1/reports/daily",
+        "/api/v1/stats/overview",
+        "/api/v1/stats/sales",
+        "/api/v1/stats/top-products",
+    ]
+    for operation in operations.values():
+        assert operation["description"]
+        for status in ("401", "403", "422"):
+            assert list(operation["responses"][status]["content"]) == ["application/problem+json"]
+    daily = operations["/api/v1/reports/daily"]["responses"]["200"]["content"]
+    assert set(daily) == {"application/json", "text/csv"}
+    sales_params = {p["name"] for p in operations["/api/v1/stats/sales"]["parameters"]}
+    assert sales_params == {"from", "to", "granularity"}

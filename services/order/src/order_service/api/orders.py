@@ -1,0 +1,151 @@
+"""Routes /api/v1/orders: checkout, the caller's orders, payment and the admin steps."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response, status
+
+from meshmart_common.pagination import PageDep
+from order_service.api.deps import (
+    ActorDep,
+    CheckoutDep,
+    OrderId,
+    OrdersDep,
+    OrdersReadDep,
+    OutboxDep,
+    problems,
+)
+from order_service.api.schemas import MAX_ID, VISIBLE_ASCII, OrderCreate, OrderPage, OrderRead
+from order_service.domain.checkout import CheckoutRequest
+from order_service.domain.order_status import OrderStatus
+from order_service.domain.orders import OrderOutcome
+
+router = APIRouter(prefix="/orders", tags=["orders"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=128,
+        pattern=VISIBLE_ASCII,
+        description=(
+            "1-128 visible ASCII characters. A retry with the same key returns the "
+            "order the first request made (200) instead of a second one; the same key "
+            "with a different body is a 422."
+        ),
+    ),
+]
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OrderRead,
+    responses={
+        200: {"model": OrderRead, "description": "A retry: the order made with this key"},
+        **problems(401, 409, 422, 502, 503, 504),
+    },
+)
+async def place_order(
+    actor: ActorDep,
+    checkout: CheckoutDep,
+    outbox: OutboxDep,
+    response: Response,
+    body: OrderCreate | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> OrderRead:
+    """Check out the cart: a PENDING order at current prices and the trade quote (201)."""
+    options = body or OrderCreate()
+    result = await checkout.place_order(
+        actor.user_id,
+        CheckoutRequest(
+            coupon_code=options.coupon_code,
+            points_to_redeem=options.points_to_redeem,
+            address_id=options.address_id,
+        ),
+        idempotency_key=idempotency_key,
+    )
+    await outbox.emit(result.events)
+    response.headers["Location"] = f"/api/v1/orders/{result.order.id}"
+    if not result.created:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
+    return OrderRead.of(result.order)
+
+
+@router.get("", response_model=OrderPage, responses=problems(401, 403, 422))
+async def list_orders(
+    actor: ActorDep,
+    orders: OrdersReadDep,
+    page: PageDep,
+    user_id: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_ID, description="admins: only this user's orders"),
+    ] = None,
+    order_status: Annotated[
+        OrderStatus | None, Query(alias="status", description="only orders in this status")
+    ] = None,
+) -> OrderPage:
+    """List the caller's orders newest first (admins: everyone's, or one user's)."""
+    items, total = await orders.search(
+        actor, user_id=user_id, status=order_status, offset=page.offset, limit=page.page_size
+    )
+    return OrderPage(
+        items=[OrderRead.of(order) for order in items],
+        total=total,
+        page=page.page,
+        page_size=page.page_size,
+    )
+
+
+@router.get("/{order_id}", response_model=OrderRead, responses=problems(401, 404, 422))
+async def get_order(order_id: OrderId, actor: ActorDep, orders: OrdersReadDep) -> OrderRead:
+    """Read one of the caller's orders (admins: any order)."""
+    return OrderRead.of(await orders.get(actor, order_id))
+
+
+async def _done(outcome: OrderOutcome, outbox: OutboxDep) -> OrderRead:
+    await outbox.emit(outcome.events)
+    return OrderRead.of(outcome.order)
+
+
+@router.post(
+    "/{order_id}/pay", response_model=OrderRead, responses=problems(401, 403, 404, 409, 422)
+)
+async def pay_order(
+    order_id: OrderId, actor: ActorDep, orders: OrdersDep, outbox: OutboxDep
+) -> OrderRead:
+    """Pay for an AWAITING_PAYMENT order before pay_by (simulated payment; owner only)."""
+    return await _done(await orders.pay(actor, order_id), outbox)
+
+
+@router.post("/{order_id}/cancel", response_model=OrderRead, responses=problems(401, 404, 409, 422))
+async def cancel_order(
+    order_id: OrderId, actor: ActorDep, orders: OrdersDep, outbox: OutboxDep
+) -> OrderRead:
+    """Cancel an AWAITING_PAYMENT order (owner or admin); stock and points are released."""
+    return await _done(await orders.cancel(actor, order_id), outbox)
+
+
+@router.post(
+    "/{order_id}/ship", response_model=OrderRead, responses=problems(401, 403, 404, 409, 422)
+)
+async def ship_order(
+    order_id: OrderId, actor: ActorDep, orders: OrdersDep, outbox: OutboxDep
+) -> OrderRead:
+    """Mark a PAID order shipped (admin)."""
+    return await _done(await orders.ship(actor, order_id), outbox)
+
+
+@router.post(
+    "/{order_id}/complete",
+    response_model=OrderRead,
+    responses=problems(401, 403, 404, 409, 422),
+)
+async def complete_order(
+    order_id: OrderId, actor: ActorDep, orders: OrdersDep, outbox: OutboxDep
+) -> OrderRead:
+    """Mark a SHIPPED order completed (admin)."""
+    return await _done(await orders.complete(actor, order_id), outbox)

@@ -1,0 +1,80 @@
+"""Dependencies of the trade API: services on the request session, path ids, problems."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Path
+
+from meshmart_common.db import ReadSessionDep, SessionDep
+from meshmart_common.errors import problem_responses
+from trade_service.api.schemas import MAX_ID
+from trade_service.domain.campaigns import CampaignService
+from trade_service.domain.coupons import CouponService
+from trade_service.domain.points import PointsService
+from trade_service.domain.quotes import QuoteService
+
+CampaignId = Annotated[int, Path(ge=1, le=MAX_ID, description="campaign id")]
+
+
+def _campaigns(session: SessionDep) -> CampaignService:
+    return CampaignService(session)
+
+
+def _campaigns_read(session: ReadSessionDep) -> CampaignService:
+    return CampaignService(session)
+
+
+def _coupons(session: SessionDep) -> CouponService:
+    return CouponService(session)
+
+
+def _coupons_read(session: ReadSessionDep) -> CouponService:
+    return CouponService(session)
+
+
+def _points(session: SessionDep) -> PointsService:
+    return PointsService(session)
+
+
+def _points_read(session: ReadSessionDep) -> PointsService:
+    return PointsService(session)
+
+
+def _quotes(session: SessionDep) -> QuoteService:
+    # The primary, not the replica: a checkout must see the coupon claimed a moment ago.
+    return QuoteService(session)
+
+
+CampaignsDep = Annotated[CampaignService, Depends(_campaigns)]
+"""Campaigns on the read-write request session."""
+CampaignsReadDep = Annotated[CampaignService, Depends(_campaigns_read)]
+"""Campaigns on the read-only session (the replica when one is configured)."""
+CouponsDep = Annotated[CouponService, Depends(_coupons)]
+"""Coupons on the read-write request session."""
+CouponsReadDep = Annotated[CouponService, Depends(_coupons_read)]
+"""Coupons on the read-only session."""
+PointsDep = Annotated[PointsService, Depends(_points)]
+"""Points on the read-write request session."""
+PointsReadDep = Annotated[PointsService, Depends(_points_read)]
+"""Points on the read-only session."""
+QuotesDep = Annotated[QuoteService, Depends(_quotes)]
+"""Quotes on the primary database."""
+
+_PROBLEM_TEXT = {
+    400: "The body could not be read (not UTF-8 JSON)",
+    401: "No valid bearer token",
+    403: "The caller is not an admin",
+    404: "Not found",
+    409: "Conflicts with the current state",
+    422: "Invalid input (field errors in `errors`)",
+}
+
+
+def problems(*statuses: int, **texts: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the problem+json responses a route can give.
+
+    ``texts`` override a status's description: ``problems(404, 409, s404="No such campaign")``.
+    """
+    overrides = {int(key.removeprefix("s")): text for key, text in texts.items()}
+    return problem_responses(*statuses, descriptions={**_PROBLEM_TEXT, **overrides})
