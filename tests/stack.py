@@ -46,7 +46,9 @@ def launcher_command(command: str, ports: dict[str, int], var_dir: Path) -> list
 
 
 @contextmanager
-def launch_stack(base: Path, timeout: float = 180) -> Iterator[RunningStack]:
+def launch_stack(
+    base: Path, timeout: float = 180, extra_env: dict[str, str] | None = None
+) -> Iterator[RunningStack]:
     """Run the launcher on free ports until the block ends (then Ctrl-C it)."""
     ports = {name: free_port() for name in SERVICES}
     log = base / "launcher.log"
@@ -56,7 +58,7 @@ def launch_stack(base: Path, timeout: float = 180) -> Iterator[RunningStack]:
             stdout=sink,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, **FAST_HASHING},
+            env={**os.environ, **FAST_HASHING, **(extra_env or {})},
         )
     stack = RunningStack(
         process=process,

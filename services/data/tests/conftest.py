@@ -39,10 +39,10 @@ def service_metadata() -> MetaData:
 
 @pytest.fixture
 def service_app_factory() -> Callable[[TestContext], FastAPI]:
-    """Build the data app on the test database."""
+    """Build the data app on the test database, its local bus in the test's tmp_path."""
 
     def factory(ctx: TestContext) -> FastAPI:
-        return build_app(ctx.settings(Settings))
+        return build_app(ctx.settings(Settings, local_bus_path=ctx.tmp_path / "bus.db"))
 
     return factory
 

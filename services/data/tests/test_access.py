@@ -1,4 +1,4 @@
-"""Every data route is for admins: 401 without a token, 403 for a customer."""
+"""Every data route (stats, reports, dead letters) is for admins: 401 without a token, 403."""
 
 from __future__ import annotations
 
@@ -40,19 +40,25 @@ async def test_every_route_is_documented_with_problems_as_problem_json(
 ) -> None:
     schema = (await client.get("/openapi.json")).json()
     operations = {
-        path: op["get"] for path, op in schema["paths"].items() if path.startswith("/api/v1/")
+        (path, method): operation
+        for path, item in schema["paths"].items()
+        if path.startswith("/api/v1/")
+        for method, operation in item.items()
     }
     assert sorted(operations) == [
-        "/api/v1/reports/daily",
-        "/api/v1/stats/overview",
-        "/api/v1/stats/sales",
-        "/api/v1/stats/top-products",
+        ("/api/v1/admin/dead-letters", "get"),
+        ("/api/v1/admin/dead-letters/{dead_letter_id}", "delete"),
+        ("/api/v1/admin/dead-letters/{dead_letter_id}/replay", "post"),
+        ("/api/v1/reports/daily", "get"),
+        ("/api/v1/stats/overview", "get"),
+        ("/api/v1/stats/sales", "get"),
+        ("/api/v1/stats/top-products", "get"),
     ]
     for operation in operations.values():
         assert operation["description"]
         for status in ("401", "403", "422"):
             assert list(operation["responses"][status]["content"]) == ["application/problem+json"]
-    daily = operations["/api/v1/reports/daily"]["responses"]["200"]["content"]
+    daily = operations["/api/v1/reports/daily", "get"]["responses"]["200"]["content"]
     assert set(daily) == {"application/json", "text/csv"}
-    sales_params = {p["name"] for p in operations["/api/v1/stats/sales"]["parameters"]}
+    sales_params = {p["name"] for p in operations["/api/v1/stats/sales", "get"]["parameters"]}
     assert sales_params == {"from", "to", "granularity"}

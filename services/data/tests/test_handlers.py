@@ -1,4 +1,4 @@
-"""The consumer-facing handler: envelope in, ingest applied once; subscriptions."""
+"""The consumer-facing handler: envelope in, ingest applied once; the consumer groups."""
 
 from __future__ import annotations
 
@@ -9,17 +9,16 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from data_service.events.handlers import SUBSCRIPTIONS, handle_event, parse_data
+from data_service.events.handlers import CONSUMER_GROUPS, CONSUMERS, handle_event, parse_data
 from data_service.repository.models import RawEvent, UserFact
 from meshmart_common.db import Database
-from meshmart_common.events import (
-    EVENT_TYPES,
+from meshmart_common.events import EVENT_TYPES, UserRegistered
+from meshmart_common.messaging.topology import (
     ORDER_EVENTS,
     ORDER_TIMEOUTS,
     PRODUCT_EVENTS,
     TRADE_EVENTS,
     USER_EVENTS,
-    UserRegistered,
 )
 
 REGISTERED_AT = datetime(2026, 2, 1, 8, tzinfo=UTC)
@@ -33,6 +32,7 @@ class Envelope:
     type: str
     time: datetime | None
     data: Any
+    subject: str | None = None
 
 
 async def test_handle_event_parses_a_json_payload_and_ingests_it_once(
@@ -85,10 +85,21 @@ def test_parse_data_refuses_unknown_types_and_invalid_payloads(
         parse_data(event_type, data)
 
 
-def test_subscriptions_cover_every_domain_event_but_the_payment_timer() -> None:
-    assert set(SUBSCRIPTIONS) == {USER_EVENTS, PRODUCT_EVENTS, ORDER_EVENTS, TRADE_EVENTS}
-    subscribed = set().union(*SUBSCRIPTIONS.values())
-    expected = {name for name, model in EVENT_TYPES.items() if model.topic != ORDER_TIMEOUTS}
-    assert subscribed == expected
-    assert "order.paid" in SUBSCRIPTIONS[ORDER_EVENTS]
-    assert "order.payment_timeout" not in subscribed
+def test_the_groups_read_every_tag_of_every_topic_with_domain_events() -> None:
+    assert [group.name for group in CONSUMER_GROUPS] == [
+        "data-all-user-events",
+        "data-all-product-events",
+        "data-all-order-events",
+        "data-all-trade-events",
+    ]
+    assert {group.topic for group in CONSUMER_GROUPS} == {
+        USER_EVENTS,
+        PRODUCT_EVENTS,
+        ORDER_EVENTS,
+        TRADE_EVENTS,
+    }
+    assert all(group.tags == ("*",) and group.service == "data" for group in CONSUMER_GROUPS)
+    read = {group.topic for group in CONSUMER_GROUPS}
+    domain_events = {name for name, model in EVENT_TYPES.items() if model.topic != ORDER_TIMEOUTS}
+    assert {name for name in domain_events if EVENT_TYPES[name].topic in read} == domain_events
+    assert [spec.group for spec in CONSUMERS] == list(CONSUMER_GROUPS)

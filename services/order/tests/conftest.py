@@ -1,6 +1,6 @@
 """Fixtures of the order service tests (the shared ones come from meshmart_common.testing)."""
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from itertools import count
 
 import httpx
@@ -9,17 +9,14 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import MetaData
 
-from meshmart_common.db import Database
-from meshmart_common.events import EventData
 from meshmart_common.service_client import ServiceClient
 from meshmart_common.testing import TestContext, TokenMaker
 from order_service.components import Components
-from order_service.domain.outbox_port import InMemoryOutbox, OutgoingEvent
-from order_service.events.saga import handle_saga_event
 from order_service.gateways.upstreams import Upstreams
 from order_service.main import build_app
 from order_service.repository.models import Base
 from order_service.settings import Settings
+from services.order.tests.events import OutboxReader, SagaDelivery
 from services.order.tests.shop import Shop
 from services.order.tests.stubs import (
     PRODUCT_URL,
@@ -38,10 +35,18 @@ def service_metadata() -> MetaData:
 
 @pytest.fixture
 def service_app_factory() -> Callable[[TestContext], FastAPI]:
-    """Build the order app on the test database."""
+    """Build the order app on the test database, its bus a LocalBus file in tmp_path."""
 
     def factory(ctx: TestContext) -> FastAPI:
-        return build_app(ctx.settings(Settings))
+        return build_app(
+            ctx.settings(
+                Settings,
+                local_bus_path=ctx.tmp_path / "bus.db",
+                outbox_poll_interval_ms=20,
+                consumer_retry_base_seconds=0.05,
+                consumer_retry_max_seconds=0.2,
+            )
+        )
 
     return factory
 
@@ -93,10 +98,9 @@ async def upstreams(
 
 
 @pytest.fixture
-def outbox(components: Components) -> InMemoryOutbox:
-    """The in-memory outbox the app emits into."""
-    assert isinstance(components.event_sink, InMemoryOutbox)
-    return components.event_sink
+def outbox(app: FastAPI) -> OutboxReader:
+    """The app's outbox table (what the relay publishes)."""
+    return OutboxReader(app.state.database)
 
 
 @pytest.fixture
@@ -129,16 +133,7 @@ def shop(api: AsyncClient, product_service: ProductStub) -> Shop:
     return Shop(api=api, products=product_service, numbers=count(1))
 
 
-Deliver = Callable[[EventData], Awaitable[list[OutgoingEvent]]]
-
-
 @pytest.fixture
-def deliver(app: FastAPI, api: AsyncClient, components: Components) -> Deliver:
-    """``await deliver(payload)``: a saga reply handled as the event consumer will, committed."""
-    database: Database = app.state.database
-
-    async def handle(payload: EventData) -> list[OutgoingEvent]:
-        async with database.session() as session:
-            return await handle_saga_event(session, payload, components)
-
-    return handle
+def deliver(app: FastAPI, api: AsyncClient) -> SagaDelivery:
+    """``await deliver(payload)``: a saga reply handled by the app's consumer, committed."""
+    return SagaDelivery(app.state.database, app.state.consumers)

@@ -11,7 +11,7 @@ from httpx import AsyncClient
 
 from meshmart_common.events import OrderCreated, OrderLine
 from meshmart_common.testing import assert_problem
-from order_service.domain.outbox_port import InMemoryOutbox
+from services.order.tests.events import OutboxReader
 from services.order.tests.shop import Shop
 from services.order.tests.stubs import FakeClock, Mode, ProductStub, TradeStub
 
@@ -40,7 +40,7 @@ async def test_checkout_stores_a_pending_order_priced_by_product_and_trade(
     customer_headers: dict[str, str],
     customer_token: str,
     trade_service: TradeStub,
-    outbox: InMemoryOutbox,
+    outbox: OutboxReader,
     clock: FakeClock,
 ) -> None:
     trade_service.points[1001] = 250
@@ -108,7 +108,7 @@ async def test_checkout_stores_a_pending_order_priced_by_product_and_trade(
     assert quote_call.authorization == f"Bearer {customer_token}"
     assert quote_call.request_id == "checkout-1"
 
-    assert outbox.of_type(OrderCreated) == [
+    assert await outbox.of_type(OrderCreated) == [
         OrderCreated(
             order_id=order["id"],
             user_id=1001,
@@ -124,11 +124,11 @@ async def test_checkout_stores_a_pending_order_priced_by_product_and_trade(
             created_at=clock.now(),
         )
     ]
-    assert [e.deliver_at for e in outbox.committed] == [None]
+    assert [e.deliver_at for e in await outbox.events()] == [None]
 
 
 async def test_checkout_without_a_body_uses_no_coupon_and_no_points(
-    api: AsyncClient, shop: Shop, customer_headers: dict[str, str], outbox: InMemoryOutbox
+    api: AsyncClient, shop: Shop, customer_headers: dict[str, str], outbox: OutboxReader
 ) -> None:
     await shop.put(customer_headers, shop.product(1250).id, 2)
 
@@ -142,7 +142,7 @@ async def test_checkout_without_a_body_uses_no_coupon_and_no_points(
         2500,
     )
     assert (order["coupon_code"], order["points_redeemed"], order["address_id"]) == (None, 0, None)
-    [created] = outbox.of_type(OrderCreated)
+    [created] = await outbox.of_type(OrderCreated)
     assert (created.coupon_code, created.points_to_redeem, created.total_cents) == (None, 0, 2500)
 
 
@@ -162,15 +162,15 @@ async def test_checkout_sells_at_the_price_product_asks_now(
 
 
 async def test_checkout_of_an_empty_cart_is_refused(
-    api: AsyncClient, customer_headers: dict[str, str], outbox: InMemoryOutbox
+    api: AsyncClient, customer_headers: dict[str, str], outbox: OutboxReader
 ) -> None:
     response = await api.post(ORDERS, json={}, headers=customer_headers)
     assert assert_problem(response, 409)["detail"] == "The cart is empty."
-    assert outbox.committed == []
+    assert await outbox.events() == []
 
 
 async def test_checkout_with_a_product_no_longer_sold_is_refused_and_keeps_the_cart(
-    api: AsyncClient, shop: Shop, customer_headers: dict[str, str], outbox: InMemoryOutbox
+    api: AsyncClient, shop: Shop, customer_headers: dict[str, str], outbox: OutboxReader
 ) -> None:
     kept = shop.product(100)
     retired = shop.product(200)
@@ -186,7 +186,7 @@ async def test_checkout_with_a_product_no_longer_sold_is_refused_and_keeps_the_c
     )
     assert len(await cart_items(api, customer_headers)) == 2
     assert await order_count(api, customer_headers) == 0
-    assert outbox.committed == []
+    assert await outbox.events() == []
 
 
 async def test_checkout_does_not_judge_stock_the_saga_does(
@@ -211,7 +211,7 @@ async def test_checkout_while_product_is_out_sells_nothing(
     customer_headers: dict[str, str],
     product_service: ProductStub,
     trade_service: TradeStub,
-    outbox: InMemoryOutbox,
+    outbox: OutboxReader,
     mode: Mode,
     status: int,
 ) -> None:
@@ -228,7 +228,7 @@ async def test_checkout_while_product_is_out_sells_nothing(
     product_service.mode = Mode.UP
     assert len(await cart_items(api, customer_headers)) == 1
     assert await order_count(api, customer_headers) == 0
-    assert outbox.committed == []
+    assert await outbox.events() == []
 
 
 @pytest.mark.parametrize(
@@ -244,7 +244,7 @@ async def test_checkout_while_trade_is_out_sells_nothing(
     shop: Shop,
     customer_headers: dict[str, str],
     trade_service: TradeStub,
-    outbox: InMemoryOutbox,
+    outbox: OutboxReader,
     mode: Mode,
     status: int,
     detail: str,
@@ -257,7 +257,7 @@ async def test_checkout_while_trade_is_out_sells_nothing(
     assert assert_problem(response, status)["detail"] == detail
     assert len(await cart_items(api, customer_headers)) == 1
     assert await order_count(api, customer_headers) == 0
-    assert outbox.committed == []
+    assert await outbox.events() == []
 
 
 async def test_trades_refusal_is_passed_on_with_its_field_errors(
@@ -265,7 +265,7 @@ async def test_trades_refusal_is_passed_on_with_its_field_errors(
     shop: Shop,
     customer_headers: dict[str, str],
     trade_service: TradeStub,
-    outbox: InMemoryOutbox,
+    outbox: OutboxReader,
 ) -> None:
     trade_service.points[1001] = 50
     await shop.put(customer_headers, shop.product(900).id, 1)
@@ -281,7 +281,7 @@ async def test_trades_refusal_is_passed_on_with_its_field_errors(
         {"field": "points_to_redeem", "message": "only 50 points available"},
     ]
     assert len(await cart_items(api, customer_headers)) == 1
-    assert outbox.committed == []
+    assert await outbox.events() == []
 
 
 async def test_a_quote_that_does_not_add_up_is_never_used(
@@ -337,7 +337,7 @@ async def test_checkout_needs_a_signed_in_user(api: AsyncClient) -> None:
 
 
 async def test_a_retry_with_the_same_key_returns_the_same_order(
-    api: AsyncClient, shop: Shop, customer_headers: dict[str, str], outbox: InMemoryOutbox
+    api: AsyncClient, shop: Shop, customer_headers: dict[str, str], outbox: OutboxReader
 ) -> None:
     await shop.put(customer_headers, shop.product(1500).id, 2)
     headers = {**customer_headers, "Idempotency-Key": "checkout-7f3a"}
@@ -354,7 +354,7 @@ async def test_a_retry_with_the_same_key_returns_the_same_order(
     assert retry.headers["idempotent-replayed"] == "true"
     assert "idempotent-replayed" not in first.headers
     assert await order_count(api, customer_headers) == 1
-    assert len(outbox.of_type(OrderCreated)) == 1
+    assert len(await outbox.of_type(OrderCreated)) == 1
 
 
 async def test_a_retry_is_answered_even_after_the_cart_was_filled_again(
@@ -412,7 +412,7 @@ async def test_concurrent_retries_with_one_key_create_one_order(
     shop: Shop,
     customer_headers: dict[str, str],
     product_service: ProductStub,
-    outbox: InMemoryOutbox,
+    outbox: OutboxReader,
 ) -> None:
     await shop.put(customer_headers, shop.product(4200).id, 1)
     # Every request reaches the insert before any commits.
@@ -427,7 +427,7 @@ async def test_concurrent_retries_with_one_key_create_one_order(
     assert statuses == [200, 200, 200, 200, 201], [r.text for r in responses]
     assert len({r.json()["id"] for r in responses}) == 1
     assert await order_count(api, customer_headers) == 1
-    assert len(outbox.of_type(OrderCreated)) == 1
+    assert len(await outbox.of_type(OrderCreated)) == 1
     assert await cart_items(api, customer_headers) == []
 
 
@@ -436,7 +436,7 @@ async def test_concurrent_checkouts_without_a_key_sell_the_cart_once(
     shop: Shop,
     customer_headers: dict[str, str],
     product_service: ProductStub,
-    outbox: InMemoryOutbox,
+    outbox: OutboxReader,
 ) -> None:
     await shop.put(customer_headers, shop.product(4200).id, 1)
     product_service.delay_seconds = 0.05
@@ -453,7 +453,7 @@ async def test_concurrent_checkouts_without_a_key_sell_the_cart_once(
         "The cart is empty.",
     }
     assert await order_count(api, customer_headers) == 1
-    assert len(outbox.of_type(OrderCreated)) == 1
+    assert len(await outbox.of_type(OrderCreated)) == 1
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,9 @@ async def test_every_route_is_documented_and_errors_are_problem_json(client: Asy
         ("POST", "/api/v1/orders/{order_id}/cancel"),
         ("POST", "/api/v1/orders/{order_id}/ship"),
         ("POST", "/api/v1/orders/{order_id}/complete"),
+        ("GET", "/api/v1/admin/dead-letters"),
+        ("POST", "/api/v1/admin/dead-letters/{dead_letter_id}/replay"),
+        ("DELETE", "/api/v1/admin/dead-letters/{dead_letter_id}"),
     }
     for key, operation in operations.items():
         assert operation.get("description"), key

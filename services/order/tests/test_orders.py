@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from httpx import AsyncClient
 
 from meshmart_common.events import (
-    EventData,
     OrderCancelled,
     OrderCompleted,
     OrderLine,
@@ -21,16 +20,15 @@ from meshmart_common.events import (
     TradeLocked,
 )
 from meshmart_common.testing import assert_problem
-from order_service.domain.outbox_port import InMemoryOutbox, OutgoingEvent
+from services.order.tests.events import OutboxReader, SagaDelivery
 from services.order.tests.shop import Shop
 from services.order.tests.stubs import FakeClock, TradeStub
 
 ORDERS = "/api/v1/orders"
-Deliver = Callable[[EventData], Awaitable[list[OutgoingEvent]]]
 HeadersOf = Callable[..., dict[str, str]]
 
 
-async def held(deliver: Deliver, order: dict[str, Any]) -> None:
+async def held(deliver: SagaDelivery, order: dict[str, Any]) -> None:
     """Both saga holds in: the order awaits payment."""
     await deliver(StockReserved(order_id=order["id"]))
     await deliver(
@@ -62,8 +60,8 @@ async def test_paying_an_order_awaiting_payment(
     shop: Shop,
     customer_headers: dict[str, str],
     trade_service: TradeStub,
-    deliver: Deliver,
-    outbox: InMemoryOutbox,
+    deliver: SagaDelivery,
+    outbox: OutboxReader,
     clock: FakeClock,
 ) -> None:
     trade_service.points[1001] = 300
@@ -83,7 +81,7 @@ async def test_paying_an_order_awaiting_payment(
         "2030-05-01T12:01:00Z",
     )
     assert paid["total_cents"] == 5990 - 500 - 300
-    assert outbox.of_type(OrderPaid) == [
+    assert await outbox.of_type(OrderPaid) == [
         OrderPaid(
             order_id=order["id"],
             user_id=1001,
@@ -108,8 +106,8 @@ async def test_an_order_is_paid_once(
     api: AsyncClient,
     shop: Shop,
     customer_headers: dict[str, str],
-    deliver: Deliver,
-    outbox: InMemoryOutbox,
+    deliver: SagaDelivery,
+    outbox: OutboxReader,
 ) -> None:
     order = await shop.order(customer_headers)
     await held(deliver, order)
@@ -120,11 +118,11 @@ async def test_an_order_is_paid_once(
     assert assert_problem(again, 409)["detail"] == (
         f"Order {order['id']} is PAID; only an order that is AWAITING_PAYMENT can be paid."
     )
-    assert len(outbox.of_type(OrderPaid)) == 1
+    assert len(await outbox.of_type(OrderPaid)) == 1
 
 
 async def test_a_pending_or_rejected_order_cannot_be_paid(
-    api: AsyncClient, shop: Shop, customer_headers: dict[str, str], deliver: Deliver
+    api: AsyncClient, shop: Shop, customer_headers: dict[str, str], deliver: SagaDelivery
 ) -> None:
     pending = await shop.order(customer_headers)
     rejected = await shop.order(customer_headers)
@@ -144,7 +142,7 @@ async def test_only_the_customer_pays(
     customer_headers: dict[str, str],
     admin_headers: dict[str, str],
     headers_of: HeadersOf,
-    deliver: Deliver,
+    deliver: SagaDelivery,
 ) -> None:
     order = await shop.order(customer_headers)
     await held(deliver, order)
@@ -166,8 +164,8 @@ async def test_the_customer_cancels_an_order_awaiting_payment(
     api: AsyncClient,
     shop: Shop,
     customer_headers: dict[str, str],
-    deliver: Deliver,
-    outbox: InMemoryOutbox,
+    deliver: SagaDelivery,
+    outbox: OutboxReader,
     clock: FakeClock,
 ) -> None:
     order = await shop.order(customer_headers)
@@ -183,7 +181,7 @@ async def test_the_customer_cancels_an_order_awaiting_payment(
         "cancelled_by_customer",
         "2030-05-01T12:00:30Z",
     )
-    assert outbox.of_type(OrderCancelled) == [
+    assert await outbox.of_type(OrderCancelled) == [
         OrderCancelled(
             order_id=order["id"],
             user_id=1001,
@@ -204,7 +202,7 @@ async def test_an_admin_cancels_any_order_awaiting_payment(
     shop: Shop,
     customer_headers: dict[str, str],
     admin_headers: dict[str, str],
-    deliver: Deliver,
+    deliver: SagaDelivery,
 ) -> None:
     order = await shop.order(customer_headers)
     await held(deliver, order)
@@ -219,8 +217,8 @@ async def test_pending_and_paid_orders_cannot_be_cancelled(
     api: AsyncClient,
     shop: Shop,
     customer_headers: dict[str, str],
-    deliver: Deliver,
-    outbox: InMemoryOutbox,
+    deliver: SagaDelivery,
+    outbox: OutboxReader,
 ) -> None:
     pending = await shop.order(customer_headers)
     paid = await shop.order(customer_headers)
@@ -232,7 +230,7 @@ async def test_pending_and_paid_orders_cannot_be_cancelled(
         assert assert_problem(response, 409)["detail"].startswith(
             f"Order {order['id']} is {status}; "
         )
-    assert outbox.of_type(OrderCancelled) == []
+    assert await outbox.of_type(OrderCancelled) == []
 
 
 async def test_another_customer_cannot_cancel(
@@ -240,7 +238,7 @@ async def test_another_customer_cannot_cancel(
     shop: Shop,
     customer_headers: dict[str, str],
     headers_of: HeadersOf,
-    deliver: Deliver,
+    deliver: SagaDelivery,
 ) -> None:
     order = await shop.order(customer_headers)
     await held(deliver, order)
@@ -252,8 +250,8 @@ async def test_pay_and_cancel_at_once_let_exactly_one_win(
     api: AsyncClient,
     shop: Shop,
     customer_headers: dict[str, str],
-    deliver: Deliver,
-    outbox: InMemoryOutbox,
+    deliver: SagaDelivery,
+    outbox: OutboxReader,
 ) -> None:
     order = await shop.order(customer_headers)
     await held(deliver, order)
@@ -265,7 +263,7 @@ async def test_pay_and_cancel_at_once_let_exactly_one_win(
     assert sorted([pay.status_code, cancel.status_code]) == [200, 409]
     final = await status_of(api, order, customer_headers)
     assert final == ("PAID" if pay.status_code == 200 else "CANCELLED")
-    assert len(outbox.of_type(OrderPaid)) + len(outbox.of_type(OrderCancelled)) == 1
+    assert len(await outbox.of_type(OrderPaid)) + len(await outbox.of_type(OrderCancelled)) == 1
 
 
 # --- ship and complete ----------------------------------------------------------------
@@ -276,8 +274,8 @@ async def test_an_admin_ships_then_completes_a_paid_order(
     shop: Shop,
     customer_headers: dict[str, str],
     admin_headers: dict[str, str],
-    deliver: Deliver,
-    outbox: InMemoryOutbox,
+    deliver: SagaDelivery,
+    outbox: OutboxReader,
     clock: FakeClock,
 ) -> None:
     order = await shop.order(customer_headers)
@@ -297,8 +295,10 @@ async def test_an_admin_ships_then_completes_a_paid_order(
         "COMPLETED",
         "2030-05-01T14:00:00Z",
     )
-    assert outbox.of_type(OrderShipped) == [OrderShipped(order_id=order["id"], user_id=1001)]
-    assert outbox.of_type(OrderCompleted) == [OrderCompleted(order_id=order["id"], user_id=1001)]
+    assert await outbox.of_type(OrderShipped) == [OrderShipped(order_id=order["id"], user_id=1001)]
+    assert await outbox.of_type(OrderCompleted) == [
+        OrderCompleted(order_id=order["id"], user_id=1001)
+    ]
     for action in ("ship", "complete", "cancel"):
         assert_problem(await act(api, action, order, admin_headers), 409)
     assert_problem(await act(api, "pay", order, customer_headers), 409)
@@ -310,7 +310,7 @@ async def test_shipping_and_completing_out_of_turn_is_refused(
     shop: Shop,
     customer_headers: dict[str, str],
     admin_headers: dict[str, str],
-    deliver: Deliver,
+    deliver: SagaDelivery,
 ) -> None:
     order = await shop.order(customer_headers)
     await held(deliver, order)
@@ -329,7 +329,7 @@ async def test_shipping_and_completing_out_of_turn_is_refused(
 
 
 async def test_customers_cannot_ship_or_complete_even_their_own_orders(
-    api: AsyncClient, shop: Shop, customer_headers: dict[str, str], deliver: Deliver
+    api: AsyncClient, shop: Shop, customer_headers: dict[str, str], deliver: SagaDelivery
 ) -> None:
     order = await shop.order(customer_headers)
     await held(deliver, order)
@@ -409,7 +409,7 @@ async def test_admins_list_every_order_or_one_users(
 
 
 async def test_orders_can_be_filtered_by_status(
-    api: AsyncClient, shop: Shop, customer_headers: dict[str, str], deliver: Deliver
+    api: AsyncClient, shop: Shop, customer_headers: dict[str, str], deliver: SagaDelivery
 ) -> None:
     pending = await shop.order(customer_headers, (100, 1))
     rejected = await shop.order(customer_headers, (200, 1))

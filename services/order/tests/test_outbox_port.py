@@ -1,4 +1,4 @@
-"""The outbox port: events go out with the transaction that made them, or not at all."""
+"""The outbox: events are written with the transaction that made them, or not at all."""
 
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ from sqlalchemy import func, select
 
 from meshmart_common.db import Database
 from meshmart_common.events import OrderPaymentTimeout, OrderShipped
+from meshmart_common.messaging.envelope import CloudEvent
 from order_service.api.deps import CartsDep, CheckoutDep, OrdersDep, OutboxDep
-from order_service.domain.outbox_port import EventSink, InMemoryOutbox, OutgoingEvent, emit_all
-from order_service.repository.models import CartItem
+from order_service.domain.outbox_port import OutgoingEvent, emit_all
+from order_service.events.outbox import OutboxSink, not_before, order_publisher
+from order_service.repository.models import CartItem, OutboxEvent
+from services.order.tests.events import outgoing
 
 
 @pytest.fixture
@@ -40,8 +43,13 @@ def a_line(user_id: int) -> CartItem:
     )
 
 
-async def test_events_are_kept_once_their_transaction_commits(database: Database) -> None:
-    outbox = InMemoryOutbox()
+async def outbox_rows(database: Database) -> list[OutboxEvent]:
+    async with database.session() as session:
+        return list(await session.scalars(select(OutboxEvent).order_by(OutboxEvent.id)))
+
+
+async def test_events_are_written_to_the_outbox_with_their_change(database: Database) -> None:
+    sink = OutboxSink(order_publisher())
     deliver_at = datetime(2030, 1, 1, 12, 15, tzinfo=UTC)
     events = [
         OutgoingEvent(OrderShipped(order_id=1, user_id=7)),
@@ -50,54 +58,66 @@ async def test_events_are_kept_once_their_transaction_commits(database: Database
 
     async with database.session() as session:
         session.add(a_line(7))
-        await emit_all(outbox, session, events)
-        assert outbox.committed == []  # not before the commit
+        await emit_all(sink, session, events)
 
-    assert outbox.committed == events
-    assert outbox.of_type(OrderPaymentTimeout) == [OrderPaymentTimeout(order_id=1)]
+    rows = await outbox_rows(database)
+    assert [outgoing(row) for row in rows] == events
+    assert [(r.topic, r.event_type, r.message_key, r.deliver_at, r.sent_at) for r in rows] == [
+        ("order-events", "order.shipped", "1", None, None),
+        ("order-timeouts", "order.payment_timeout", "1", deliver_at, None),
+    ]
+    envelope = CloudEvent.from_json(rows[0].body)
+    assert (envelope.source, envelope.type, envelope.subject, envelope.id) == (
+        "/meshmart/order",
+        "order.shipped",
+        "1",
+        rows[0].event_id,
+    )
+    assert envelope.data == {"order_id": 1, "user_id": 7}
 
 
-async def test_events_of_a_rolled_back_transaction_are_dropped(database: Database) -> None:
-    outbox = InMemoryOutbox()
+async def test_events_of_a_rolled_back_transaction_are_not_written(database: Database) -> None:
+    sink = OutboxSink(order_publisher())
 
     async def change_then_fail() -> None:
         async with database.session() as session:
             session.add(a_line(8))
             await session.flush()
-            await outbox.emit(session, OrderShipped(order_id=2, user_id=8))
+            await sink.emit(session, OrderShipped(order_id=2, user_id=8))
             raise RuntimeError("the request failed after the change")
 
     with pytest.raises(RuntimeError, match="failed after the change"):
         await change_then_fail()
 
-    assert outbox.committed == []
+    assert await outbox_rows(database) == []
     async with database.session(read_only=True) as session:
         assert await session.scalar(select(func.count()).select_from(CartItem)) == 0
 
 
-async def test_after_a_rollback_only_the_later_events_commit(database: Database) -> None:
-    outbox = InMemoryOutbox()
+async def test_a_delayed_event_is_never_delivered_early(database: Database) -> None:
+    sink = OutboxSink(order_publisher())
     async with database.session() as session:
-        await outbox.emit(session, OrderShipped(order_id=3, user_id=9))
-        await session.rollback()
-        await outbox.emit(session, OrderShipped(order_id=4, user_id=9))
+        await sink.emit(
+            session,
+            OrderPaymentTimeout(order_id=3),
+            datetime(2030, 1, 1, 12, 15, 0, 1, tzinfo=UTC),
+        )
 
-    assert outbox.of_type(OrderShipped) == [OrderShipped(order_id=4, user_id=9)]
-
-
-async def test_each_session_keeps_its_own_events(database: Database) -> None:
-    outbox = InMemoryOutbox()
-    async with database.session() as first:
-        await outbox.emit(first, OrderShipped(order_id=5, user_id=1))
-        async with database.session() as second:
-            await outbox.emit(second, OrderShipped(order_id=6, user_id=1))
-        assert [e.payload.aggregate_key() for e in outbox.committed] == ["6"]
-    assert [e.payload.aggregate_key() for e in outbox.committed] == ["6", "5"]
+    [row] = await outbox_rows(database)
+    # Whole seconds survive every database; rounding down would fire before pay_by.
+    assert row.deliver_at == datetime(2030, 1, 1, 12, 15, 1, tzinfo=UTC)
+    assert not_before(datetime(2030, 1, 1, 12, 15, tzinfo=UTC)) == datetime(
+        2030, 1, 1, 12, 15, tzinfo=UTC
+    )
 
 
-def test_the_in_memory_outbox_is_an_event_sink() -> None:
-    sink: EventSink = InMemoryOutbox()
-    assert sink is not None
+async def test_the_app_emits_into_the_outbox_its_relay_publishes(
+    app: FastAPI, client: AsyncClient
+) -> None:
+    sink = app.state.components.event_sink
+    assert isinstance(sink, OutboxSink)
+    assert sink.publisher.outbox is OutboxEvent
+    assert app.state.outbox_relay.signal is sink.publisher.signal
 
 
 async def test_routes_emit_on_the_session_of_their_change(

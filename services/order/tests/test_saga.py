@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from httpx import AsyncClient
+from sqlalchemy import select
 
 from meshmart_common.events import (
     EventData,
@@ -24,16 +24,26 @@ from meshmart_common.events import (
     TradeRejected,
     UserRegistered,
 )
+from meshmart_common.messaging.consumer import (
+    AlreadyHandled,
+    ConsumerSpec,
+    EventDispatcher,
+    IncomingEvent,
+    PermanentEventError,
+)
+from meshmart_common.messaging.envelope import CloudEvent, InvalidEvent
+from meshmart_common.messaging.topology import groups_of
 from meshmart_common.testing import assert_problem
 from order_service.components import Components
 from order_service.domain.orders import OrderService
-from order_service.domain.outbox_port import InMemoryOutbox, OutgoingEvent
-from order_service.events.saga import SUBSCRIPTIONS, react
+from order_service.domain.outbox_port import OutgoingEvent
+from order_service.events.saga import react
+from order_service.repository.models import InboxEvent
+from services.order.tests.events import OutboxReader, SagaDelivery
 from services.order.tests.shop import Shop
 from services.order.tests.stubs import FakeClock
 
 ORDERS = "/api/v1/orders"
-Deliver = Callable[[EventData], Awaitable[list[OutgoingEvent]]]
 
 
 def locked(order: dict[str, Any]) -> TradeLocked:
@@ -53,9 +63,9 @@ async def read(api: AsyncClient, headers: dict[str, str], order_id: int) -> dict
     return body
 
 
-def after_checkout(outbox: InMemoryOutbox) -> list[OutgoingEvent]:
+async def after_checkout(outbox: OutboxReader) -> list[OutgoingEvent]:
     """What the outbox got after the order.created of checkout."""
-    return [e for e in outbox.committed if not isinstance(e.payload, OrderCreated)]
+    return [e for e in await outbox.events() if not isinstance(e.payload, OrderCreated)]
 
 
 @pytest.mark.parametrize("trade_first", [False, True], ids=["stock-first", "trade-first"])
@@ -63,8 +73,8 @@ async def test_both_holds_move_the_order_to_awaiting_payment_and_start_the_clock
     api: AsyncClient,
     shop: Shop,
     customer_headers: dict[str, str],
-    deliver: Deliver,
-    outbox: InMemoryOutbox,
+    deliver: SagaDelivery,
+    outbox: OutboxReader,
     clock: FakeClock,
     trade_first: bool,
 ) -> None:
@@ -90,7 +100,7 @@ async def test_both_holds_move_the_order_to_awaiting_payment_and_start_the_clock
         ),
         OutgoingEvent(OrderPaymentTimeout(order_id=order["id"]), deliver_at=pay_by),
     ]
-    assert after_checkout(outbox) == second
+    assert await after_checkout(outbox) == second
     now = await read(api, customer_headers, order["id"])
     assert now["status"] == "AWAITING_PAYMENT"
     assert now["pay_by"] == "2030-05-01T12:15:15Z"
@@ -101,8 +111,8 @@ async def test_a_repeated_hold_changes_nothing(
     api: AsyncClient,
     shop: Shop,
     customer_headers: dict[str, str],
-    deliver: Deliver,
-    outbox: InMemoryOutbox,
+    deliver: SagaDelivery,
+    outbox: OutboxReader,
 ) -> None:
     order = await shop.order(customer_headers)
     assert await deliver(StockReserved(order_id=order["id"])) == []
@@ -110,16 +120,16 @@ async def test_a_repeated_hold_changes_nothing(
     assert len(await deliver(locked(order))) == 2
     assert await deliver(locked(order)) == []
     assert await deliver(StockReserved(order_id=order["id"])) == []
-    assert len(outbox.of_type(OrderAwaitingPayment)) == 1
-    assert len(outbox.of_type(OrderPaymentTimeout)) == 1
+    assert len(await outbox.of_type(OrderAwaitingPayment)) == 1
+    assert len(await outbox.of_type(OrderPaymentTimeout)) == 1
 
 
 async def test_holds_arriving_together_advance_the_order_once(
     api: AsyncClient,
     shop: Shop,
     customer_headers: dict[str, str],
-    deliver: Deliver,
-    outbox: InMemoryOutbox,
+    deliver: SagaDelivery,
+    outbox: OutboxReader,
 ) -> None:
     order = await shop.order(customer_headers)
     results = await asyncio.gather(
@@ -127,15 +137,15 @@ async def test_holds_arriving_together_advance_the_order_once(
     )
     assert sorted(len(r) for r in results) == [0, 2]
     assert (await read(api, customer_headers, order["id"]))["status"] == "AWAITING_PAYMENT"
-    assert len(outbox.of_type(OrderAwaitingPayment)) == 1
+    assert len(await outbox.of_type(OrderAwaitingPayment)) == 1
 
 
 async def test_stock_refusal_rejects_a_pending_order(
     api: AsyncClient,
     shop: Shop,
     customer_headers: dict[str, str],
-    deliver: Deliver,
-    outbox: InMemoryOutbox,
+    deliver: SagaDelivery,
+    outbox: OutboxReader,
 ) -> None:
     order = await shop.order(customer_headers, (300, 1), (400, 2))
     short = order["lines"][1]["product_id"]
@@ -149,13 +159,13 @@ async def test_stock_refusal_rejects_a_pending_order(
     assert events == [
         OutgoingEvent(OrderRejected(order_id=order["id"], user_id=1001, reason=reason))
     ]
-    assert after_checkout(outbox) == events
+    assert await after_checkout(outbox) == events
     now = await read(api, customer_headers, order["id"])
     assert (now["status"], now["rejection_reason"], now["pay_by"]) == ("REJECTED", reason, None)
 
 
 async def test_trade_refusal_after_the_stock_is_held_rejects_the_order(
-    api: AsyncClient, shop: Shop, customer_headers: dict[str, str], deliver: Deliver
+    api: AsyncClient, shop: Shop, customer_headers: dict[str, str], deliver: SagaDelivery
 ) -> None:
     order = await shop.order(customer_headers)
     assert await deliver(StockReserved(order_id=order["id"])) == []
@@ -173,8 +183,8 @@ async def test_replies_after_a_rejection_are_no_ops(
     api: AsyncClient,
     shop: Shop,
     customer_headers: dict[str, str],
-    deliver: Deliver,
-    outbox: InMemoryOutbox,
+    deliver: SagaDelivery,
+    outbox: OutboxReader,
 ) -> None:
     order = await shop.order(customer_headers)
     await deliver(StockRejected(order_id=order["id"], reason="insufficient_stock"))
@@ -187,12 +197,12 @@ async def test_replies_after_a_rejection_are_no_ops(
 
     assert await read(api, customer_headers, order["id"]) == before
     assert before["rejection_reason"] == "stock_rejected: insufficient_stock"
-    assert len(outbox.of_type(OrderRejected)) == 1
-    assert outbox.of_type(OrderAwaitingPayment) == []
+    assert len(await outbox.of_type(OrderRejected)) == 1
+    assert await outbox.of_type(OrderAwaitingPayment) == []
 
 
 async def test_a_refusal_after_both_holds_is_a_no_op(
-    api: AsyncClient, shop: Shop, customer_headers: dict[str, str], deliver: Deliver
+    api: AsyncClient, shop: Shop, customer_headers: dict[str, str], deliver: SagaDelivery
 ) -> None:
     order = await shop.order(customer_headers)
     await deliver(StockReserved(order_id=order["id"]))
@@ -204,7 +214,7 @@ async def test_a_refusal_after_both_holds_is_a_no_op(
 
 
 async def test_a_lock_that_differs_from_the_quote_rejects_the_order(
-    api: AsyncClient, shop: Shop, customer_headers: dict[str, str], deliver: Deliver
+    api: AsyncClient, shop: Shop, customer_headers: dict[str, str], deliver: SagaDelivery
 ) -> None:
     order = await shop.order(customer_headers, (2000, 1), coupon_code="SAVE10")
     await deliver(StockReserved(order_id=order["id"]))
@@ -235,21 +245,23 @@ async def test_a_lock_that_differs_from_the_quote_rejects_the_order(
     ids=lambda e: e.event_type,
 )
 async def test_replies_for_an_unknown_order_are_logged_no_ops(
-    deliver: Deliver,
-    outbox: InMemoryOutbox,
+    deliver: SagaDelivery,
+    outbox: OutboxReader,
     reply: EventData,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level("WARNING", logger="order.orders"):
         assert await deliver(reply) == []
-    assert outbox.committed == []
+    assert await outbox.events() == []
     assert f"{reply.event_type} for unknown order 424242 ignored" in caplog.text
 
 
 # --- the payment timeout ---------------------------------------------------------------
 
 
-async def awaiting_payment(shop: Shop, headers: dict[str, str], deliver: Deliver) -> dict[str, Any]:
+async def awaiting_payment(
+    shop: Shop, headers: dict[str, str], deliver: SagaDelivery
+) -> dict[str, Any]:
     order = await shop.order(headers, (1200, 1))
     await deliver(StockReserved(order_id=order["id"]))
     await deliver(locked(order))
@@ -260,7 +272,7 @@ async def test_the_timeout_cancels_an_order_still_awaiting_payment(
     api: AsyncClient,
     shop: Shop,
     customer_headers: dict[str, str],
-    deliver: Deliver,
+    deliver: SagaDelivery,
     clock: FakeClock,
 ) -> None:
     order = await awaiting_payment(shop, customer_headers, deliver)
@@ -291,8 +303,8 @@ async def test_the_timeout_leaves_a_paid_order_alone(
     api: AsyncClient,
     shop: Shop,
     customer_headers: dict[str, str],
-    deliver: Deliver,
-    outbox: InMemoryOutbox,
+    deliver: SagaDelivery,
+    outbox: OutboxReader,
 ) -> None:
     order = await awaiting_payment(shop, customer_headers, deliver)
     paid = await api.post(f"{ORDERS}/{order['id']}/pay", headers=customer_headers)
@@ -301,12 +313,12 @@ async def test_the_timeout_leaves_a_paid_order_alone(
     assert await deliver(OrderPaymentTimeout(order_id=order["id"])) == []
 
     assert (await read(api, customer_headers, order["id"]))["status"] == "PAID"
-    assert outbox.of_type(OrderCancelled) == []
-    assert len(outbox.of_type(OrderPaid)) == 1
+    assert await outbox.of_type(OrderCancelled) == []
+    assert len(await outbox.of_type(OrderPaid)) == 1
 
 
 async def test_the_timeout_leaves_pending_and_rejected_orders_alone(
-    api: AsyncClient, shop: Shop, customer_headers: dict[str, str], deliver: Deliver
+    api: AsyncClient, shop: Shop, customer_headers: dict[str, str], deliver: SagaDelivery
 ) -> None:
     pending = await shop.order(customer_headers)
     rejected = await shop.order(customer_headers)
@@ -323,7 +335,7 @@ async def test_paying_after_the_time_ran_out_is_refused_until_the_timeout_cancel
     api: AsyncClient,
     shop: Shop,
     customer_headers: dict[str, str],
-    deliver: Deliver,
+    deliver: SagaDelivery,
     clock: FakeClock,
 ) -> None:
     order = await awaiting_payment(shop, customer_headers, deliver)
@@ -344,8 +356,8 @@ async def test_a_timeout_racing_a_payment_lets_exactly_one_win(
     api: AsyncClient,
     shop: Shop,
     customer_headers: dict[str, str],
-    deliver: Deliver,
-    outbox: InMemoryOutbox,
+    deliver: SagaDelivery,
+    outbox: OutboxReader,
 ) -> None:
     order = await awaiting_payment(shop, customer_headers, deliver)
 
@@ -357,23 +369,70 @@ async def test_a_timeout_racing_a_payment_lets_exactly_one_win(
     status = (await read(api, customer_headers, order["id"]))["status"]
     if paid.status_code == 200:
         assert (status, timed_out) == ("PAID", [])
-        assert outbox.of_type(OrderCancelled) == []
+        assert await outbox.of_type(OrderCancelled) == []
     else:
         assert_problem(paid, 409)
         assert status == "CANCELLED"
         assert [type(e.payload) for e in timed_out] == [OrderCancelled]
-        assert outbox.of_type(OrderPaid) == []
+        assert await outbox.of_type(OrderPaid) == []
 
 
 # --- the handler entry point ------------------------------------------------------------
 
 
-def test_order_subscribes_to_the_saga_replies_and_its_timeout() -> None:
-    assert dict(SUBSCRIPTIONS) == {
-        "product-events": ("stock.reserved", "stock.rejected"),
-        "trade-events": ("trade.locked", "trade.rejected"),
-        "order-timeouts": ("order.payment_timeout",),
+def test_order_runs_its_topology_groups_with_a_handler_for_every_tag(app: Any) -> None:
+    consumers: list[ConsumerSpec] = app.state.consumers
+    assert [spec.group for spec in consumers] == list(groups_of("order"))
+    routes = {}
+    for spec in consumers:
+        assert isinstance(spec.handler, EventDispatcher)
+        assert spec.handler.event_types == set(spec.group.tags)
+        routes[spec.group.name] = (spec.group.topic, sorted(spec.handler.event_types))
+    assert routes == {
+        "order-stock-replies": ("product-events", ["stock.rejected", "stock.reserved"]),
+        "order-trade-replies": ("trade-events", ["trade.locked", "trade.rejected"]),
+        "order-payment-timeouts": ("order-timeouts", ["order.payment_timeout"]),
     }
+
+
+async def test_a_redelivered_reply_is_handled_once(
+    app: Any,
+    api: AsyncClient,
+    shop: Shop,
+    customer_headers: dict[str, str],
+    deliver: SagaDelivery,
+    outbox: OutboxReader,
+) -> None:
+    order = await shop.order(customer_headers)
+    rejected = TradeRejected(order_id=order["id"], reason="no_points")
+    assert len(await deliver(rejected, event_id="trade-reply-1")) == 1
+
+    with pytest.raises(AlreadyHandled):
+        await deliver(rejected, event_id="trade-reply-1")
+
+    assert len(await outbox.of_type(OrderRejected)) == 1
+    async with app.state.database.session() as session:
+        inbox = list(await session.scalars(select(InboxEvent)))
+    assert [(row.consumer_group, row.event_id, row.event_type) for row in inbox] == [
+        ("order-trade-replies", "trade-reply-1", "trade.rejected")
+    ]
+
+
+async def test_a_reply_that_does_not_parse_is_refused_for_good(app: Any) -> None:
+    [stock] = [s for s in app.state.consumers if s.group.name == "order-stock-replies"]
+    broken = CloudEvent(source="/meshmart/product", type="stock.reserved", data={"order": 1})
+    wrong = CloudEvent(source="/meshmart/product", type="stock.changed", data={})
+    async with app.state.database.session() as session:
+        for envelope, error in ((broken, InvalidEvent), (wrong, PermanentEventError)):
+            event = IncomingEvent(
+                envelope=envelope,
+                consumer_group=stock.group.name,
+                topic=stock.group.topic,
+                message_id=envelope.id,
+                key="1",
+            )
+            with pytest.raises(error):
+                await stock.handler(session, event)
 
 
 async def test_an_event_order_does_not_consume_is_refused(app: Any, components: Components) -> None:

@@ -29,7 +29,16 @@ def service_app_factory() -> Callable[[TestContext], FastAPI]:
     """Build the product app on the test database."""
 
     def factory(ctx: TestContext) -> FastAPI:
-        return build_app(ctx.settings(Settings))
+        return build_app(
+            ctx.settings(
+                Settings,
+                # The bus file of this test only: never var/.
+                local_bus_path=ctx.tmp_path / "bus.db",
+                outbox_poll_interval_ms=20,
+                consumer_retry_base_seconds=0.05,
+                consumer_retry_max_seconds=0.2,
+            )
+        )
 
     return factory
 

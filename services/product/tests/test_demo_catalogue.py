@@ -8,6 +8,7 @@ from meshmart_common.settings import Environment
 from product_service.domain.demo_catalogue import CATEGORIES, PRODUCTS, REVIEWS, seed
 from product_service.repository.models import Category, Product, Review
 from product_service.settings import Settings
+from services.product.tests.support import outbox
 
 
 async def count_rows(database: Database) -> tuple[int, int, int]:
@@ -32,6 +33,9 @@ async def test_seeding_twice_inserts_the_demo_catalogue_once(
     assert after_first == (5, len(PRODUCTS), len(REVIEWS))
     assert second == "demo catalogue already present"
     assert after_second == after_first
+    # Each seeded product is announced once, like one an admin adds.
+    announced = await outbox(database, "product.created")
+    assert sorted(row.data["sku"] for row in announced) == sorted(p.sku for p in PRODUCTS)
 
 
 async def test_demo_catalogue_is_realistic(client: AsyncClient, database: Database) -> None:

@@ -16,7 +16,9 @@ async def openapi(client: AsyncClient) -> dict[str, Any]:
     return schema
 
 
-async def test_the_published_api_is_exactly_the_catalogue_routes(client: AsyncClient) -> None:
+async def test_the_published_api_is_the_catalogue_and_the_dead_letter_admin(
+    client: AsyncClient,
+) -> None:
     schema = await openapi(client)
     operations = {
         (method.upper(), path)
@@ -35,6 +37,9 @@ async def test_the_published_api_is_exactly_the_catalogue_routes(client: AsyncCl
         ("PUT", "/api/v1/products/{product_id}/stock"),
         ("GET", "/api/v1/products/{product_id}/reviews"),
         ("POST", "/api/v1/products/{product_id}/reviews"),
+        ("GET", "/api/v1/admin/dead-letters"),
+        ("POST", "/api/v1/admin/dead-letters/{dead_letter_id}/replay"),
+        ("DELETE", "/api/v1/admin/dead-letters/{dead_letter_id}"),
     }
 
 

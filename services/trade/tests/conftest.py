@@ -1,6 +1,8 @@
 """Fixtures of the trade service tests (the shared ones come from meshmart_common.testing)."""
 
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
@@ -9,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import MetaData, update
+from sqlalchemy.engine import make_url
 
 from meshmart_common.db import Database
 from meshmart_common.testing import TestContext
@@ -24,11 +27,29 @@ def service_metadata() -> MetaData:
 
 
 @pytest.fixture
+def database_url(database_url: str) -> str:
+    """The shared fixture's database, with a SQLite file switched to WAL before any test uses it.
+
+    Every new connection of meshmart_common.db runs ``PRAGMA journal_mode=WAL``;
+    on a file still in rollback-journal mode (the shared fixture creates the
+    tables without it) two first connections doing that at once, such as the
+    app's outbox relay at start-up and a test's own Database, make one fail
+    with "database is locked". Once the file is in WAL the pragma is a no-op.
+    """
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        with closing(sqlite3.connect(url.database)) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+    return database_url
+
+
+@pytest.fixture
 def service_app_factory() -> Callable[[TestContext], FastAPI]:
     """Build the trade app on the test database."""
 
     def factory(ctx: TestContext) -> FastAPI:
-        return build_app(ctx.settings(Settings))
+        # The local bus in the test's own folder: each test has a bus of its own.
+        return build_app(ctx.settings(Settings, local_bus_path=ctx.tmp_path / "bus.db"))
 
     return factory
 

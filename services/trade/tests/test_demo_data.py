@@ -6,9 +6,10 @@ from httpx import AsyncClient
 from sqlalchemy import func, select
 
 from meshmart_common.db import Database
+from meshmart_common.messaging.envelope import CloudEvent
 from meshmart_common.settings import Environment
 from trade_service.domain.demo_data import CAMPAIGNS, DEMO_CUSTOMERS, seed
-from trade_service.repository.models import CouponCampaign, PointsEntry
+from trade_service.repository.models import CouponCampaign, OutboxEvent, PointsEntry
 from trade_service.settings import Settings
 
 
@@ -77,3 +78,19 @@ async def test_seeding_completes_partly_seeded_data(database: Database) -> None:
 
     assert await seed(settings, database) == "seeded 1 campaigns, 500 points for 0 customers"
     assert await count_rows(database) == (2, 3)
+
+
+async def test_the_demo_grants_wait_in_the_outbox(database: Database) -> None:
+    settings = Settings(environment=Environment.TEST, database_url=database.url)
+
+    await seed(settings, database)
+    await seed(settings, database)
+
+    async with database.session(read_only=True) as session:
+        rows = (await session.scalars(select(OutboxEvent).order_by(OutboxEvent.id))).all()
+    events = [CloudEvent.from_json(row.body) for row in rows]
+    assert [(e.type, e.subject) for e in events] == [
+        ("points.changed", str(user_id)) for user_id in DEMO_CUSTOMERS
+    ]
+    assert all(row.sent_at is None for row in rows)  # published once the service runs
+    assert {e.data["reason"] for e in events} == {"adjusted"}

@@ -23,10 +23,14 @@ NewAccount = Callable[..., Awaitable[Account]]
 
 
 def settings_for(ctx: TestContext) -> Settings:
-    """Settings on the test database, signing with the test key, with cheap argon2."""
+    """Settings on the test database, signing with the test key, with cheap argon2.
+
+    The local bus lives in the test's tmp_path, so no test shares a bus.
+    """
     return ctx.settings(
         Settings,
         jwt_private_key_file=ctx.signing_key_path,
+        local_bus_path=ctx.tmp_path / "bus.db",
         argon2_time_cost=1,
         argon2_memory_cost=1024,
         argon2_parallelism=1,

@@ -86,10 +86,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets readers and the writer proceed together; busy_timeout waits for
     # the write lock instead of failing at once under concurrent requests.
+    # busy_timeout first: switching a fresh file to WAL takes an exclusive lock,
+    # and two connections opening it together must wait, not fail at once.
+    cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
 
 

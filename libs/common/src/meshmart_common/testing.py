@@ -476,13 +476,15 @@ class PlatformContract:
     """The title of the service's OpenAPI document."""
     migrations_dir: ClassVar[Path]
     """The service's Alembic folder (services/<name>/migrations)."""
+    readiness_checks: ClassVar[frozenset[str]] = frozenset({"database", "bus"})
+    """The dependencies /readyz checks (every service runs on the database and the bus)."""
 
     async def test_healthz_and_readyz_answer_ok(self, client: AsyncClient) -> None:
         health = await client.get("/healthz")
         assert health.json() == {"status": "ok", "service": self.service_name}
         ready = await client.get("/readyz")
         assert ready.status_code == 200
-        assert ready.json()["checks"] == {"database": "ok"}
+        assert ready.json()["checks"] == dict.fromkeys(self.readiness_checks, "ok")
 
     async def test_metrics_and_openapi_are_served(self, client: AsyncClient) -> None:
         await client.get("/healthz")

@@ -24,12 +24,12 @@ from meshmart_common.db import Database
 from meshmart_common.messaging.bus import BusUnavailable, MessageBus
 from meshmart_common.messaging.consumer import ConsumerRunner
 from meshmart_common.messaging.lifespan import (
-    BusConfigurationError,
     bus_factory,
     messaging_lifespan,
 )
 from meshmart_common.messaging.local_bus import LocalBus
 from meshmart_common.messaging.outbox import OutboxRelay
+from meshmart_common.messaging.rocketmq import RocketMQBus
 from meshmart_common.messaging.testing import eventually
 from meshmart_common.settings import Environment
 from meshmart_common.testing import TestContext, assert_problem
@@ -174,5 +174,9 @@ def test_the_bus_factory_follows_the_settings(tmp_path: Path) -> None:
     assert isinstance(bus, LocalBus)
     assert bus.path == tmp_path / "bus.db"
 
-    with pytest.raises(BusConfigurationError, match="rocketmq"):
-        bus_factory(TicketSettings(var_dir=tmp_path, bus_backend="rocketmq"), tmp_path)
+    rocketmq = bus_factory(
+        TicketSettings(var_dir=tmp_path, bus_backend="rocketmq", rocketmq_endpoints="mq:8081"),
+        tmp_path,
+    )()
+    assert isinstance(rocketmq, RocketMQBus)
+    assert rocketmq.endpoints == "mq:8081"

@@ -9,11 +9,15 @@ import httpx
 from fastapi import FastAPI
 
 from meshmart_common.app import LifespanHook, create_app
+from meshmart_common.messaging.dead_letters import dead_letter_router
+from meshmart_common.messaging.lifespan import bus_factory, messaging_lifespan
 from order_service.api import ROUTERS
 from order_service.components import Components
 from order_service.domain.clock import SystemClock
-from order_service.domain.outbox_port import InMemoryOutbox
+from order_service.events.outbox import OutboxSink, order_publisher
+from order_service.events.saga import saga_consumers
 from order_service.gateways.upstreams import Upstreams
+from order_service.repository.models import DeadLetter, InboxEvent
 from order_service.settings import Settings
 
 OPENAPI_TAGS = [
@@ -21,6 +25,10 @@ OPENAPI_TAGS = [
     {
         "name": "orders",
         "description": "Checkout (with Idempotency-Key), orders, payment, cancel, ship, complete.",
+    },
+    {
+        "name": "dead letters",
+        "description": "Saga replies whose handling keeps failing: list, replay, discard (admin).",
     },
 ]
 
@@ -40,6 +48,15 @@ def build_app(settings: Settings) -> FastAPI:
     """Create the order app for settings."""
     # One connection pool for every call to product and trade.
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
+    publisher = order_publisher()
+    components = Components(
+        settings=settings,
+        clock=SystemClock(),
+        # Events go into the outbox in the transaction of their change.
+        event_sink=OutboxSink(publisher),
+        upstreams=Upstreams.from_settings(settings, http),
+    )
+    consumers = saga_consumers(components)
     app = create_app(
         settings,
         title="MeshMart order service",
@@ -48,17 +65,26 @@ def build_app(settings: Settings) -> FastAPI:
             "are RFC 9457 problem details. Titles and prices come live from the product "
             "service, discounts from a trade quote."
         ),
-        routers=ROUTERS,
-        lifespan_hooks=[_closing(http)],
+        routers=[
+            *ROUTERS,
+            dead_letter_router(dead_letters=DeadLetter, inbox=InboxEvent, consumers=consumers),
+        ],
+        lifespan_hooks=[
+            _closing(http),
+            messaging_lifespan(
+                bus_factory(settings, settings.var_dir),
+                publisher=publisher,
+                consumers=consumers,
+                inbox=InboxEvent,
+                dead_letters=DeadLetter,
+                relay_settings=settings.relay_settings(),
+                consumer_settings=settings.consumer_settings(),
+            ),
+        ],
         openapi_tags=OPENAPI_TAGS,
     )
-    app.state.components = Components(
-        settings=settings,
-        clock=SystemClock(),
-        # The port to the transactional outbox: swap in the messaging outbox here.
-        event_sink=InMemoryOutbox(),
-        upstreams=Upstreams.from_settings(settings, http),
-    )
+    app.state.components = components
+    app.state.consumers = consumers
     return app
 
 

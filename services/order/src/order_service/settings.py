@@ -3,11 +3,13 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from meshmart_common.messaging.settings import MessagingSettings
 from meshmart_common.settings import ServiceSettings
 
 
-class Settings(ServiceSettings):
-    """order service settings (env: the shared names plus the ones below; see the README)."""
+class Settings(ServiceSettings, MessagingSettings):
+    """order service settings (env: the shared names, the messaging ones of
+    docs/messaging.md, and the ones below; see the README)."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 

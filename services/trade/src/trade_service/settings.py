@@ -2,11 +2,12 @@
 
 from pydantic_settings import SettingsConfigDict
 
+from meshmart_common.messaging.settings import MessagingSettings
 from meshmart_common.settings import ServiceSettings
 
 
-class Settings(ServiceSettings):
-    """trade service settings (env: the shared names; see the README table)."""
+class Settings(ServiceSettings, MessagingSettings):
+    """trade service settings (env: the shared names and the messaging ones; see the README)."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from meshmart_common.app import create_app
 from meshmart_common.auth import StaticKeySource, jwks_document
+from meshmart_common.messaging.lifespan import bus_factory, messaging_lifespan
 from user_service.api import addresses, auth, jwks, users
 from user_service.api.deps import Components
 from user_service.domain.clock import SystemClock
@@ -16,6 +17,7 @@ from user_service.domain.login_throttle import LoginThrottle
 from user_service.domain.passwords import password_hasher
 from user_service.domain.signing_keys import load_signing_key
 from user_service.domain.tokens import TokenIssuer
+from user_service.events.publisher import user_event_publisher
 from user_service.settings import Settings
 
 OPENAPI_TAGS = [
@@ -31,6 +33,8 @@ def build_app(settings: Settings) -> FastAPI:
     key = load_signing_key(settings)
     document = jwks_document([key])
     hasher = password_hasher(settings)
+    # One publisher per app: its commit signal wakes this app's outbox relay.
+    publisher = user_event_publisher()
 
     @asynccontextmanager
     async def warm_password_hasher(_app: FastAPI) -> AsyncIterator[None]:
@@ -46,7 +50,15 @@ def build_app(settings: Settings) -> FastAPI:
         ),
         routers=[auth.router, users.router, addresses.router],
         root_routers=[jwks.router],
-        lifespan_hooks=[warm_password_hasher],
+        lifespan_hooks=[
+            warm_password_hasher,
+            # The user service publishes (the outbox relay) and consumes nothing.
+            messaging_lifespan(
+                bus_factory(settings, settings.var_dir),
+                publisher=publisher,
+                relay_settings=settings.relay_settings(),
+            ),
+        ],
         # The service verifies its own tokens without fetching its own JWKS over HTTP.
         key_source=StaticKeySource(document),
         openapi_tags=OPENAPI_TAGS,
@@ -68,6 +80,7 @@ def build_app(settings: Settings) -> FastAPI:
             cap_seconds=settings.login_lockout_max_seconds,
         ),
         clock=SystemClock(),
+        publisher=publisher,
     )
     return app
 

@@ -8,6 +8,7 @@ from typing import Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from meshmart_common.messaging.settings import MessagingSettings
 from meshmart_common.settings import Environment, ServiceSettings
 
 DEVELOPMENT_ADMIN_PASSWORD = "meshmart-admin"  # noqa: S105 - the documented development default
@@ -19,8 +20,12 @@ class ConfigurationError(RuntimeError):
     """The service cannot start with these settings."""
 
 
-class Settings(ServiceSettings):
-    """user service settings (env: the upper-case field names; see the README table)."""
+class Settings(ServiceSettings, MessagingSettings):
+    """user service settings (env: the upper-case field names; see the README table).
+
+    The messaging fields (BUS_BACKEND, LOCAL_BUS_PATH, OUTBOX_*) come from
+    MessagingSettings; docs/messaging.md lists them.
+    """
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 

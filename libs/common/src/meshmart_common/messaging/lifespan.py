@@ -69,9 +69,17 @@ def bus_factory(settings: MessagingSettings, var_dir: Path) -> BusFactory:
         path = settings.local_bus_file(var_dir)
         retention = timedelta(hours=settings.local_bus_retention_hours)
         return lambda: LocalBus(path, retention=retention)
-    raise BusConfigurationError(
-        f"BUS_BACKEND={settings.bus_backend} is not wired into bus_factory yet"
-    )
+    if settings.bus_backend == "rocketmq":
+        # Imported here: the RocketMQ client pulls in gRPC, which the local bus never needs.
+        from meshmart_common.messaging.rocketmq import RocketMQBus
+
+        return lambda: RocketMQBus(
+            settings.rocketmq_endpoints,
+            namespace=settings.rocketmq_namespace,
+            access_key=settings.rocketmq_access_key,
+            secret_key=settings.rocketmq_secret_key.get_secret_value(),
+        )
+    raise BusConfigurationError(f"unknown BUS_BACKEND={settings.bus_backend}")
 
 
 async def _start_until_up(bus: MessageBus) -> None:

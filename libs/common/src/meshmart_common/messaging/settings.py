@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
 
 from meshmart_common.messaging.backoff import Backoff
@@ -98,6 +98,11 @@ class MessagingSettings(BaseSettings):
     # Default: $VAR_DIR/bus.db, shared by every service process on the machine.
     local_bus_path: Path | None = None
     local_bus_retention_hours: float = Field(default=72.0, gt=0)
+    # BUS_BACKEND=rocketmq: the gRPC proxy (host:port) and optional ACL credentials.
+    rocketmq_endpoints: str = "127.0.0.1:8081"
+    rocketmq_namespace: str = ""
+    rocketmq_access_key: str = ""
+    rocketmq_secret_key: SecretStr = SecretStr("")
 
     outbox_poll_interval_ms: int = Field(default=200, ge=10, le=60_000)
     outbox_batch_size: int = Field(default=50, ge=1, le=1000)

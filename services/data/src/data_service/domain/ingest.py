@@ -14,6 +14,7 @@ in what it knows, and the status only moves forward (see
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from data_service.repository.models import (
     COUPON_LENGTH,
     EVENT_ID_LENGTH,
     EVENT_KEY_LENGTH,
+    EVENT_TYPE_LENGTH,
     REASON_LENGTH,
     SKU_LENGTH,
     TITLE_LENGTH,
@@ -50,13 +52,16 @@ MAX_STORED_PAYLOAD_CHARS = 16_384
 """Payloads larger than this (as compact JSON) are stored as a size marker, not in full."""
 
 
-def stored_payload(data: EventData) -> dict[str, Any]:
-    """The payload as it goes into the raw events table, bounded in size."""
-    payload: dict[str, Any] = data.model_dump(mode="json")
+def _bounded(payload: dict[str, Any]) -> dict[str, Any]:
     size = len(json.dumps(payload, separators=(",", ":")))
     if size > MAX_STORED_PAYLOAD_CHARS:
         return {"truncated": True, "size": size}
     return payload
+
+
+def stored_payload(data: EventData) -> dict[str, Any]:
+    """The payload as it goes into the raw events table, bounded in size."""
+    return _bounded(data.model_dump(mode="json"))
 
 
 def _clip(text: str | None, length: int) -> str | None:
@@ -97,6 +102,33 @@ async def ingest(
     await _apply(repository, data, occurred)
     await repository.flush()
     return True
+
+
+async def record_unknown(
+    session: AsyncSession,
+    event_type: str,
+    event_id: str,
+    occurred_at: datetime,
+    key: str,
+    data: Mapping[str, Any],
+) -> bool:
+    """Keep an event of a type data does not know (yet) in the raw log only.
+
+    A producer may start emitting a new type before this service learns it:
+    the event is recorded (type, key, time, the JSON payload, bounded as
+    usual) and counts in no report. False when this event id was stored before.
+    """
+    if not event_id or len(event_id) > EVENT_ID_LENGTH:
+        raise ValueError(f"event id must have 1 to {EVENT_ID_LENGTH} characters")
+    repository = IngestRepository(session)
+    return await repository.record_event(
+        event_id=event_id,
+        event_type=event_type[:EVENT_TYPE_LENGTH],
+        key=key[:EVENT_KEY_LENGTH],
+        occurred_at=as_utc(occurred_at),
+        received_at=utc_now(),
+        data=_bounded(json.loads(json.dumps(dict(data), default=str))),
+    )
 
 
 async def _apply(repository: IngestRepository, data: EventData, occurred: datetime) -> None:

@@ -1,44 +1,61 @@
-"""The data service's event handler, for the messaging consumer runner.
+"""The data service's consumers: every domain event into the analytics tables.
 
-The runner calls ``await handle_event(session, event)`` inside the transaction
-that also writes its inbox row. ``event`` only needs ``id``, ``type``,
-``time`` and ``data`` (a CloudEvents envelope); ``data`` may be the parsed
-payload model or its JSON object.
+Four consumer groups, ``data-all-<topic>``, read every tag of user-events,
+product-events, order-events and trade-events (one group per topic, see
+docs/messaging.md). Each runs :func:`consume`, which the consumer runner calls
+inside the transaction that also writes the event's inbox row; a redelivered
+event therefore changes nothing, and ingest is idempotent on its own as well.
+
+- a known type (``meshmart_common.events.EVENT_TYPES``) is parsed into its
+  payload model and ingested;
+- an unknown type (a producer ahead of this service) is kept in the raw
+  ``events`` table only: it is never dead-lettered just for being new;
+- a known type whose data does not fit its model cannot succeed by retrying:
+  :class:`PermanentEventError` parks it as a dead letter at once, for an
+  operator to replay (``/api/v1/admin/dead-letters``) once fixed.
+
+The order service's payment-timeout DELAY topic is not read: it is a timer,
+not a domain event; its outcome arrives as order.cancelled.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from data_service.domain.ingest import ingest
+from data_service.domain.ingest import ingest, record_unknown
 from data_service.repository.models import utc_now
-from meshmart_common.events import EVENT_TYPES, ORDER_TIMEOUTS, EventData
+from meshmart_common.events import EVENT_TYPES, EventData
+from meshmart_common.messaging.consumer import (
+    ConsumerSpec,
+    IncomingEvent,
+    PermanentEventError,
+)
+from meshmart_common.messaging.topology import (
+    ORDER_EVENTS,
+    PRODUCT_EVENTS,
+    TRADE_EVENTS,
+    USER_EVENTS,
+    ConsumerGroupSpec,
+    consumer_group,
+)
 
-CONSUMER_GROUP = "data-analytics"
-"""The data service's consumer group on every topic it reads."""
+logger = logging.getLogger("data.events")
+
+TOPICS: tuple[str, ...] = (USER_EVENTS, PRODUCT_EVENTS, ORDER_EVENTS, TRADE_EVENTS)
+"""The topics the data service reads, every tag of each."""
+
+CONSUMER_GROUPS: tuple[ConsumerGroupSpec, ...] = tuple(
+    consumer_group(f"data-all-{topic}") for topic in TOPICS
+)
+"""The data service's consumer groups, one per topic (declared in the topology)."""
 
 
-def _subscriptions() -> dict[str, frozenset[str]]:
-    topics: dict[str, set[str]] = {}
-    for event_type, model in EVENT_TYPES.items():
-        if model.topic != ORDER_TIMEOUTS:
-            topics.setdefault(model.topic, set()).add(event_type)
-    return {topic: frozenset(tags) for topic, tags in topics.items()}
-
-
-SUBSCRIPTIONS: dict[str, frozenset[str]] = _subscriptions()
-"""Topic -> tags (event types) the data service consumes: every domain event.
-
-The order service's payment-timeout DELAY topic is left out: it is a timer,
-not a domain event; its outcome arrives as order.cancelled.
-"""
-
-
-class IncomingEvent(Protocol):
+class Envelope(Protocol):
     """The parts of a received CloudEvents envelope that ingest needs."""
 
     @property
@@ -54,6 +71,11 @@ class IncomingEvent(Protocol):
     @property
     def time(self) -> datetime | None:
         """When the event happened (CloudEvents ``time``)."""
+        ...
+
+    @property
+    def subject(self) -> str | None:
+        """The aggregate id (CloudEvents ``subject``), if the producer set one."""
         ...
 
     @property
@@ -74,12 +96,44 @@ def parse_data(event_type: str, data: Any) -> EventData:
     raise ValueError(f"payload of {event_type!r} must be a JSON object")
 
 
-async def handle_event(session: AsyncSession, event: IncomingEvent) -> None:
-    """Ingest one received event into the analytics tables (a replayed id changes nothing)."""
-    await ingest(
-        session,
-        event.type,
-        event.id,
-        event.time if event.time is not None else utc_now(),
-        parse_data(event.type, event.data),
-    )
+async def handle_event(session: AsyncSession, event: Envelope) -> None:
+    """Ingest one received event into the analytics tables (a replayed id changes nothing).
+
+    Unknown types go to the raw log only; PermanentEventError when a known
+    type's data does not fit its payload model.
+    """
+    occurred = event.time if event.time is not None else utc_now()
+    if event.type not in EVENT_TYPES:
+        if isinstance(event.data, Mapping):
+            data: Mapping[str, Any] = event.data
+        elif isinstance(event.data, EventData):
+            data = event.data.model_dump(mode="json")
+        else:
+            data = {"value": event.data}
+        recorded = await record_unknown(
+            session, event.type, event.id, occurred, event.subject or event.id, data
+        )
+        if recorded:
+            logger.info(
+                "event %s has a type this service does not know (%s): kept in the raw log only",
+                event.id,
+                event.type,
+            )
+        return
+    try:
+        payload = parse_data(event.type, event.data)
+    except ValueError as exc:
+        # Retrying cannot make this data valid: park it now for an operator.
+        raise PermanentEventError(f"event {event.id} ({event.type}): {exc}") from exc
+    await ingest(session, event.type, event.id, occurred, payload)
+
+
+async def consume(session: AsyncSession, event: IncomingEvent) -> None:
+    """The consumer runner's handler of every data group: ingest the received envelope."""
+    await handle_event(session, event.envelope)
+
+
+CONSUMERS: tuple[ConsumerSpec, ...] = tuple(
+    ConsumerSpec(group=group, handler=consume) for group in CONSUMER_GROUPS
+)
+"""What the messaging lifespan runs and the dead-letter admin routes replay."""

@@ -1,7 +1,8 @@
 """SQLAlchemy models of the data service: the analytics tables fed by domain events.
 
-Every table is a projection of events, written by the ingest handler and read
-by the stats and report endpoints. Ids are the producers' ids (no foreign keys
+Every analytics table is a projection of events, written by the ingest handler
+and read by the stats and report endpoints; the consumers' inbox and dead
+letters (meshmart_common.messaging) live here too. Ids are the producers' ids (no foreign keys
 to other services' databases, which this service cannot see).
 """
 
@@ -21,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from meshmart_common.db import UTCDateTime, naming_metadata
+from meshmart_common.messaging.models import DeadLetterMixin, InboxMixin
 
 # Written in UTC, read back timezone-aware UTC. DATETIME(6) on MySQL/MariaDB, as
 # migration 0002 created it: a plain DATETIME drops the fraction of a second.
@@ -124,3 +126,11 @@ class OrderLineFact(Base):
     product_id: Mapped[int] = mapped_column(Integer, index=True)
     quantity: Mapped[int] = mapped_column(Integer)
     unit_price_cents: Mapped[int] = mapped_column(BigInteger)
+
+
+class InboxEvent(InboxMixin, Base):
+    """An event a consumer group of this service has handled (redeliveries are no-ops)."""
+
+
+class DeadLetter(DeadLetterMixin, Base):
+    """A received event whose handling failed: still retrying, or parked for an operator."""

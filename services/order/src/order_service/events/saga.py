@@ -1,15 +1,17 @@
-"""The saga replies order reacts to, ready for the consumers of meshmart_common.messaging.
+"""The saga replies order reacts to, and the consumer groups that receive them.
 
-Order subscribes to (topic: tags)
+Order runs three consumer groups of the topology (meshmart_common.messaging.topology):
 
-- product-events: stock.reserved, stock.rejected
-- trade-events: trade.locked, trade.rejected
-- order-timeouts: order.payment_timeout (the delayed message order itself scheduled)
+- ``order-stock-replies`` on product-events: stock.reserved, stock.rejected
+- ``order-trade-replies`` on trade-events: trade.locked, trade.rejected
+- ``order-payment-timeouts`` on order-timeouts: order.payment_timeout (the
+  delayed message order itself scheduled when the order started awaiting payment)
 
-A consumer calls :func:`handle_saga_event` with the parsed payload and the
-session in which it records the event id in its inbox: the order change, the
-events it implies (through the outbox port) and the inbox row then commit
-together, so a redelivered reply changes nothing.
+Each group's handler is an EventDispatcher whose handlers call
+:func:`handle_saga_event` in the session in which the consumer records the
+event id in its inbox: the order change, the events it implies (written to the
+outbox through the EventSink) and the inbox row commit together, so a
+redelivered reply changes nothing.
 """
 
 from __future__ import annotations
@@ -20,9 +22,6 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from meshmart_common.events import (
-    ORDER_TIMEOUTS,
-    PRODUCT_EVENTS,
-    TRADE_EVENTS,
     EventData,
     OrderPaymentTimeout,
     StockRejected,
@@ -30,16 +29,18 @@ from meshmart_common.events import (
     TradeLocked,
     TradeRejected,
 )
+from meshmart_common.messaging.consumer import ConsumerSpec, EventDispatcher, IncomingEvent
+from meshmart_common.messaging.topology import consumer_group
 from order_service.components import Components
 from order_service.domain.orders import OrderService
 from order_service.domain.outbox_port import OutgoingEvent, emit_all
 
-SUBSCRIPTIONS: Mapping[str, tuple[str, ...]] = {
-    PRODUCT_EVENTS: (StockReserved.event_type, StockRejected.event_type),
-    TRADE_EVENTS: (TradeLocked.event_type, TradeRejected.event_type),
-    ORDER_TIMEOUTS: (OrderPaymentTimeout.event_type,),
+CONSUMER_GROUPS: Mapping[str, tuple[type[EventData], ...]] = {
+    "order-stock-replies": (StockReserved, StockRejected),
+    "order-trade-replies": (TradeLocked, TradeRejected),
+    "order-payment-timeouts": (OrderPaymentTimeout,),
 }
-"""Topic -> the tags (event types) order consumes from it."""
+"""Consumer group (declared in the topology) -> the payloads order handles in it."""
 
 _Reaction = Callable[[OrderService, Any], Awaitable[list[OutgoingEvent]]]
 
@@ -73,3 +74,22 @@ async def handle_saga_event(
     events = await react(orders, payload)
     await emit_all(components.event_sink, session, events)
     return events
+
+
+def saga_consumers(components: Components) -> list[ConsumerSpec]:
+    """Order's consumer groups, each an EventDispatcher over :func:`handle_saga_event`.
+
+    The handlers read ``components`` at each event, so what tests swap in there
+    (clock, settings) applies to them too.
+    """
+
+    async def apply(session: AsyncSession, payload: EventData, event: IncomingEvent) -> None:
+        await handle_saga_event(session, payload, components)
+
+    specs: list[ConsumerSpec] = []
+    for name, payloads in CONSUMER_GROUPS.items():
+        dispatcher = EventDispatcher()
+        for payload in payloads:
+            dispatcher.add(payload, apply)
+        specs.append(ConsumerSpec(consumer_group(name), dispatcher))
+    return specs

@@ -1,4 +1,5 @@
-"""SQLAlchemy models of the order service: cart lines, orders and their lines."""
+"""SQLAlchemy models of the order service: cart lines, orders and their lines; and the
+outbox, inbox and dead-letter tables of meshmart_common.messaging."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from meshmart_common.db import UTCDateTime, naming_metadata
+from meshmart_common.messaging.models import DeadLetterMixin, InboxMixin, OutboxMixin
 
 ORDER_STATUSES = (
     "PENDING",
@@ -151,3 +153,18 @@ class OrderLine(Base):
     unit_price_cents: Mapped[int] = mapped_column(Integer)
     quantity: Mapped[int] = mapped_column(Integer)
     line_total_cents: Mapped[int] = mapped_column(BigInteger)
+
+
+# --- messaging: the tables of meshmart_common.messaging (docs/messaging.md) ----------
+
+
+class OutboxEvent(OutboxMixin, Base):
+    """Events written with the change they describe; the relay publishes them after commit."""
+
+
+class InboxEvent(InboxMixin, Base):
+    """Saga replies and timeouts already handled, per consumer group (redeliveries are no-ops)."""
+
+
+class DeadLetter(DeadLetterMixin, Base):
+    """Events whose handler keeps failing: retrying, or parked for an operator."""

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Path
+from fastapi import Depends, Path, Request
 
 from meshmart_common.db import ReadSessionDep, SessionDep
 from meshmart_common.errors import problem_responses
+from meshmart_common.messaging.outbox import EventPublisher
 from product_service.api.schemas import MAX_ID
 from product_service.domain.categories import CategoryService
 from product_service.domain.products import ProductService
 from product_service.domain.reviews import ReviewService
 
 ProductId = Annotated[int, Path(ge=1, le=MAX_ID, description="product id")]
+
+
+def get_publisher(request: Request) -> EventPublisher:
+    """The app's event publisher (its outbox; build_app sets it)."""
+    publisher: EventPublisher = request.app.state.publisher
+    return publisher
+
+
+PublisherDep = Annotated[EventPublisher, Depends(get_publisher)]
+"""The publisher whose events commit with the request's session."""
 
 
 def _categories(session: SessionDep) -> CategoryService:
@@ -24,8 +35,8 @@ def _categories_read(session: ReadSessionDep) -> CategoryService:
     return CategoryService(session)
 
 
-def _products(session: SessionDep) -> ProductService:
-    return ProductService(session)
+def _products(session: SessionDep, publisher: PublisherDep) -> ProductService:
+    return ProductService(session, publisher)
 
 
 def _products_read(session: ReadSessionDep) -> ProductService:

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from meshmart_common.db import Database
+from meshmart_common.messaging.outbox import EventPublisher
 from meshmart_common.settings import ServiceSettings
 from product_service.domain.categories import CategoryService, NewCategory
 from product_service.domain.products import NewProduct, ProductService
 from product_service.domain.reviews import NewReview, Reviewer, ReviewService
+from product_service.events.publishing import new_publisher
 from product_service.repository.categories import CategoryRepository
 from product_service.repository.products import ProductRepository
 from product_service.repository.reviews import ReviewRepository
@@ -515,8 +517,14 @@ class SeedCounts:
         return not (self.categories or self.products or self.reviews)
 
 
-async def seed_demo_catalogue(session: AsyncSession) -> SeedCounts:
-    """Insert whatever part of the demo catalogue is missing (through the domain services)."""
+async def seed_demo_catalogue(
+    session: AsyncSession, publisher: EventPublisher | None = None
+) -> SeedCounts:
+    """Insert whatever part of the demo catalogue is missing (through the domain services).
+
+    New products are announced like any other (product.created in the outbox);
+    the service's relay publishes them once it runs.
+    """
     category_repo = CategoryRepository(session)
     category_service = CategoryService(session)
     category_ids: dict[str, int] = {}
@@ -528,7 +536,7 @@ async def seed_demo_catalogue(session: AsyncSession) -> SeedCounts:
             new_categories += 1
         category_ids[category.slug] = category.id
 
-    products = ProductService(session)
+    products = ProductService(session, publisher or new_publisher())
     product_ids = await ProductRepository(session).ids_by_sku(p.sku for p in PRODUCTS)
     new_products = 0
     for demo in PRODUCTS:

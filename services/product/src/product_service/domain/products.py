@@ -1,4 +1,9 @@
-"""Products: catalogue rules for search, admin edits, soft delete and stock."""
+"""Products: catalogue rules for search, admin edits, soft delete and stock.
+
+Every change is published in its own transaction through the outbox:
+product.created, product.updated (edits and the soft delete, ``deleted``
+true) and stock.changed (``reason`` "adjusted") for the admin's stock level.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,14 @@ from typing import TypedDict, cast
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from meshmart_common.errors import Conflict, NotFound, ValidationFailed
+from meshmart_common.messaging.outbox import EventPublisher
+from product_service.events.publishing import (
+    StockChangeReason,
+    product_created,
+    product_updated,
+    publish,
+    stock_changed,
+)
 from product_service.repository.categories import CategoryRepository
 from product_service.repository.errors import DuplicateKey
 from product_service.repository.models import Category, Product, utc_now
@@ -92,11 +105,22 @@ def _duplicate_sku(sku: str) -> Conflict:
 
 
 class ProductService:
-    """Catalogue operations on products."""
+    """Catalogue operations on products.
 
-    def __init__(self, session: AsyncSession) -> None:
+    Reads need only a session; changes also need the ``publisher`` their
+    events go out through (a RuntimeError without one, never a silent change).
+    """
+
+    def __init__(self, session: AsyncSession, publisher: EventPublisher | None = None) -> None:
+        self.session = session
+        self.publisher = publisher
         self.products = ProductRepository(session)
         self.categories = CategoryRepository(session)
+
+    def _events(self) -> EventPublisher:
+        if self.publisher is None:
+            raise RuntimeError("changing products needs an EventPublisher for their events")
+        return self.publisher
 
     async def search(self, query: ProductQuery) -> tuple[Sequence[Product], int]:
         """One page of live products matching ``query``, and the number matching in all.
@@ -156,6 +180,7 @@ class ProductService:
 
     async def create(self, data: NewProduct) -> Product:
         """List a new product; ValidationFailed: unknown category; Conflict: sku taken."""
+        events = self._events()
         category = await self.categories.get(data.category_id)
         if category is None:
             raise _unknown_category(data.category_id)
@@ -179,12 +204,15 @@ class ProductService:
             updated_at=now,
         )
         try:
-            return await self.products.add(product)
+            await self.products.add(product)
         except DuplicateKey as exc:
             raise _duplicate_sku(data.sku) from exc
+        await publish(self.session, events, product_created(product))
+        return product
 
     async def update(self, product_id: int, changes: ProductChanges) -> Product:
         """Apply a partial edit to a live product."""
+        events = self._events()
         product = await self.get_live(product_id)
         if "category_id" in changes and changes["category_id"] != product.category_id:
             category = await self.categories.get(changes["category_id"])
@@ -208,18 +236,26 @@ class ProductService:
             await self.products.flush()
         except DuplicateKey as exc:
             raise _duplicate_sku(product.sku) from exc
+        await publish(self.session, events, product_updated(product))
         return product
 
     async def delete(self, product_id: int) -> None:
-        """Soft-delete a live product: hidden from search, still readable by id."""
+        """Soft-delete a live product: hidden from search, still readable by id.
+
+        Units still reserved stay reserved: orders holding them are settled by
+        their own release or commit.
+        """
+        events = self._events()
         product = await self.get_live(product_id)
         now = utc_now()
         product.deleted_at = now
         product.updated_at = now
         await self.products.flush()
+        await publish(self.session, events, product_updated(product))
 
     async def set_stock(self, product_id: int, on_hand: int) -> Product:
         """Set the units on hand; Conflict when fewer than are reserved for orders."""
+        events = self._events()
         product = await self.get_live(product_id)
         if on_hand < product.reserved:
             raise Conflict(
@@ -231,4 +267,11 @@ class ProductService:
             raise Conflict(
                 f"on_hand {on_hand} is below the {product.reserved} units reserved for orders."
             )
+        await publish(
+            self.session,
+            events,
+            stock_changed(
+                product.id, product.on_hand, product.reserved, StockChangeReason.ADJUSTED
+            ),
+        )
         return product

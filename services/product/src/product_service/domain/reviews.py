@@ -12,6 +12,7 @@ from product_service.domain.products import ProductService
 from product_service.repository.errors import DuplicateKey
 from product_service.repository.models import Review, utc_now
 from product_service.repository.products import ProductRepository
+from product_service.repository.purchases import PurchaseRepository
 from product_service.repository.reviews import ReviewRepository
 
 AUTHOR_MAX_LENGTH = 64
@@ -46,10 +47,16 @@ class ReviewService:
     def __init__(self, session: AsyncSession) -> None:
         self.reviews = ReviewRepository(session)
         self.products = ProductRepository(session)
+        self.purchases = PurchaseRepository(session)
         self.catalogue = ProductService(session)
 
     async def add(self, product_id: int, reviewer: Reviewer, data: NewReview) -> Review:
-        """Review a live product once; Conflict on a second review by the same user."""
+        """Review a live product once; Conflict on a second review by the same user.
+
+        The review is ``verified`` when the user has bought the product (a
+        paid order); reviews written before the purchase are verified when
+        the order.paid event arrives.
+        """
         product = await self.catalogue.get_live(product_id)
         if await self.reviews.get_by_author(product.id, reviewer.user_id) is not None:
             raise Conflict("You have already reviewed this product.")
@@ -60,7 +67,7 @@ class ReviewService:
             rating=data.rating,
             title=data.title,
             body=data.body,
-            verified=False,
+            verified=await self.purchases.exists(reviewer.user_id, product.id),
             created_at=utc_now(),
         )
         try:

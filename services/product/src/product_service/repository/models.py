@@ -1,10 +1,18 @@
-"""SQLAlchemy models of the product service."""
+"""SQLAlchemy models of the product service.
+
+Besides the catalogue (categories, products, reviews) the service keeps the
+stock reservations of the checkout saga, the purchases that make reviews
+verified, and the messaging tables of meshmart_common (outbox, inbox, dead
+letters).
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     ForeignKey,
@@ -18,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from meshmart_common.db import UTCDateTime, naming_metadata
+from meshmart_common.messaging.models import DeadLetterMixin, InboxMixin, OutboxMixin
 
 
 def utc_now() -> datetime:
@@ -114,3 +123,68 @@ class Review(Base):
     body: Mapped[str | None] = mapped_column(String(2000))
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class ReservationState(StrEnum):
+    """Where one reserved line of an order stands."""
+
+    RESERVED = "reserved"  # counted in products.reserved
+    RELEASED = "released"  # given back (order rejected or cancelled)
+    COMMITTED = "committed"  # sold: taken off on_hand (order paid)
+
+
+class StockReservation(Base):
+    """Units of one product held for one order (the checkout saga's stock step).
+
+    One row per (order, product); the quantities of an order's lines for the
+    same product are added up. A row in state ``reserved`` is counted in its
+    product's ``reserved`` column; release and commit move it on exactly once.
+    """
+
+    __tablename__ = "stock_reservations"
+    __table_args__ = (
+        UniqueConstraint("order_id", "product_id"),
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint(
+            "state IN ('reserved', 'released', 'committed')",
+            name="state_known",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(BigInteger)
+    product_id: Mapped[int] = mapped_column(
+        ForeignKey("products.id", ondelete="RESTRICT"), index=True
+    )
+    quantity: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default=ReservationState.RESERVED.value)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(precision=6), default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(precision=6), default=utc_now)
+
+
+class Purchase(Base):
+    """A user bought a product (an order of theirs with it was paid): reviews are verified."""
+
+    __tablename__ = "purchases"
+    __table_args__ = (UniqueConstraint("user_id", "product_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    product_id: Mapped[int] = mapped_column(
+        ForeignKey("products.id", ondelete="CASCADE"), index=True
+    )
+    # The first paid order with the product (later ones add no row).
+    order_id: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(precision=6), default=utc_now)
+
+
+class OutboxEvent(OutboxMixin, Base):
+    """Events written with the change they describe; the relay publishes them."""
+
+
+class InboxEvent(InboxMixin, Base):
+    """Events the service's consumer groups have handled (redeliveries are no-ops)."""
+
+
+class DeadLetter(DeadLetterMixin, Base):
+    """Events whose handling keeps failing: retrying, or parked for an operator."""

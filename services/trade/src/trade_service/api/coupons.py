@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from meshmart_common.auth import CurrentUser
-from trade_service.api.deps import CouponsDep, CouponsReadDep, problems
+from trade_service.api.deps import CouponsDep, CouponsReadDep, EventsDep, problems
 from trade_service.api.schemas import CouponClaim, CouponRead
 from trade_service.repository.models import CouponStatus
 
@@ -29,11 +29,11 @@ router = APIRouter(prefix="/coupons", tags=["coupons"])
     ),
 )
 async def claim_coupon(
-    body: CouponClaim, coupons: CouponsDep, principal: CurrentUser
+    body: CouponClaim, coupons: CouponsDep, events: EventsDep, principal: CurrentUser
 ) -> CouponRead:
     """Claim a coupon of the campaign with this code; 409 when it cannot be claimed now."""
     claimed = await coupons.claim(principal.user_id, body.code)
-    # claimed.events (coupon.claimed) go to the outbox once the messaging core lands.
+    await events.publish(claimed.events)  # coupon.claimed, committed with the claim
     return CouponRead.of(claimed.coupon, coupons.status_of(claimed.coupon))
 
 

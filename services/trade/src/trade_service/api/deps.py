@@ -1,18 +1,24 @@
-"""Dependencies of the trade API: services on the request session, path ids, problems."""
+"""Dependencies of the trade API: services on the request session, the outbox, ids, problems."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any
 
-from fastapi import Depends, Path
+from fastapi import Depends, Path, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from meshmart_common.db import ReadSessionDep, SessionDep
 from meshmart_common.errors import problem_responses
+from meshmart_common.events import EventData
+from meshmart_common.messaging.envelope import CloudEvent
+from meshmart_common.messaging.outbox import EventPublisher
 from trade_service.api.schemas import MAX_ID
 from trade_service.domain.campaigns import CampaignService
 from trade_service.domain.coupons import CouponService
 from trade_service.domain.points import PointsService
 from trade_service.domain.quotes import QuoteService
+from trade_service.events.publisher import publish_all
 
 CampaignId = Annotated[int, Path(ge=1, le=MAX_ID, description="campaign id")]
 
@@ -46,6 +52,24 @@ def _quotes(session: SessionDep) -> QuoteService:
     return QuoteService(session)
 
 
+class Events:
+    """Publishes events in the request's transaction: they leave only if the request commits."""
+
+    def __init__(self, publisher: EventPublisher, session: AsyncSession) -> None:
+        self.publisher = publisher
+        self.session = session
+
+    async def publish(self, payloads: Iterable[EventData]) -> list[CloudEvent]:
+        """Add the payloads to the outbox (keyed by their aggregate ids)."""
+        return await publish_all(self.publisher, self.session, payloads)
+
+
+def _events(request: Request, session: SessionDep) -> Events:
+    # The same request session as the services' (FastAPI caches it per request).
+    publisher: EventPublisher = request.app.state.publisher
+    return Events(publisher, session)
+
+
 CampaignsDep = Annotated[CampaignService, Depends(_campaigns)]
 """Campaigns on the read-write request session."""
 CampaignsReadDep = Annotated[CampaignService, Depends(_campaigns_read)]
@@ -60,6 +84,8 @@ PointsReadDep = Annotated[PointsService, Depends(_points_read)]
 """Points on the read-only session."""
 QuotesDep = Annotated[QuoteService, Depends(_quotes)]
 """Quotes on the primary database."""
+EventsDep = Annotated[Events, Depends(_events)]
+"""The outbox, on the read-write request session."""
 
 _PROBLEM_TEXT = {
     400: "The body could not be read (not UTF-8 JSON)",

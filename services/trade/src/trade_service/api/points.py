@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 
 from meshmart_common.auth import AdminUser, CurrentUser
 from meshmart_common.pagination import PageDep
-from trade_service.api.deps import PointsDep, PointsReadDep, problems
+from trade_service.api.deps import EventsDep, PointsDep, PointsReadDep, problems
 from trade_service.api.schemas import (
     PointsEntryPage,
     PointsEntryRead,
@@ -45,9 +45,9 @@ async def read_points(page: PageDep, points: PointsReadDep, principal: CurrentUs
     responses=problems(400, 401, 403, 422),
 )
 async def grant_points(
-    body: PointsGrantCreate, points: PointsDep, _admin: AdminUser
+    body: PointsGrantCreate, points: PointsDep, events: EventsDep, _admin: AdminUser
 ) -> PointsGrantRead:
     """Give a user points (admin; demos and goodwill), recorded as an adjusted entry."""
     granted = await points.grant(body.user_id, body.points, note=body.reason or None)
-    # granted.event (points.changed) goes to the outbox once the messaging core lands.
+    await events.publish([granted.event])  # points.changed, committed with the grant
     return PointsGrantRead.of(granted.balance, body.points)

@@ -1,20 +1,23 @@
 """Demo campaigns and points, and their idempotent seeder (`python -m trade_service seed`).
 
 Campaigns are matched by code and the demo points by a marked history
-entry, so a second run inserts nothing.
+entry, so a second run inserts nothing. The grants' points.changed events go
+into the outbox with them; the service's relay publishes them once it runs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from meshmart_common.db import Database
+from meshmart_common.events import EventData
 from meshmart_common.settings import ServiceSettings
 from trade_service.domain.campaigns import CampaignService, NewCampaign
 from trade_service.domain.points import PointsService
+from trade_service.events.publisher import new_publisher, publish_all
 from trade_service.repository.models import DiscountType, PointsReason
 
 DEMO_WINDOW = (datetime(2025, 1, 1, tzinfo=UTC), datetime(2099, 12, 31, 23, 59, tzinfo=UTC))
@@ -56,6 +59,7 @@ class SeedCounts:
 
     campaigns: int
     customers: int
+    events: list[EventData] = field(default_factory=list)
 
     @property
     def nothing(self) -> bool:
@@ -73,18 +77,24 @@ async def seed_demo_data(session: AsyncSession) -> SeedCounts:
             new_campaigns += 1
     points = PointsService(session)
     new_customers = 0
+    events: list[EventData] = []
     for user_id in DEMO_CUSTOMERS:
         if await points.has_entry(user_id, reason=PointsReason.ADJUSTED, note=DEMO_POINTS_NOTE):
             continue
-        await points.grant(user_id, DEMO_POINTS, note=DEMO_POINTS_NOTE)
+        granted = await points.grant(user_id, DEMO_POINTS, note=DEMO_POINTS_NOTE)
+        events.append(granted.event)
         new_customers += 1
-    return SeedCounts(campaigns=new_campaigns, customers=new_customers)
+    return SeedCounts(campaigns=new_campaigns, customers=new_customers, events=events)
 
 
 async def seed(settings: ServiceSettings, database: Database) -> str | None:
-    """The CLI seeder: fill in the demo campaigns and points; say what was inserted."""
+    """The CLI seeder: fill in the demo campaigns and points; say what was inserted.
+
+    The grants' points.changed go into the outbox in the same transaction.
+    """
     async with database.session() as session:
         counts = await seed_demo_data(session)
+        await publish_all(new_publisher(), session, counts.events)
     if counts.nothing:
         return "demo campaigns and points already present"
     return (

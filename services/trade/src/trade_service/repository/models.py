@@ -1,5 +1,8 @@
 """SQLAlchemy models of the trade service: campaigns, coupons, points and per-order holds.
 
+Plus the messaging tables every service keeps (``outbox_events``,
+``inbox_events``, ``dead_letters``), declared from the shared mixins.
+
 Every timestamp column is a :class:`~meshmart_common.db.UTCDateTime`: written
 in UTC and read back timezone-aware UTC, ready to compare and render.
 """
@@ -21,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from meshmart_common.db import UTCDateTime, naming_metadata
+from meshmart_common.messaging.models import DeadLetterMixin, InboxMixin, OutboxMixin
 
 # DATETIME(6) on MySQL/MariaDB, as migration 0002 created it: a plain DATETIME
 # drops the fraction of a second, making "newest first" a coin toss for rows
@@ -216,3 +220,18 @@ class TradeHold(Base):
     reason: Mapped[str | None] = mapped_column(String(REASON_LENGTH))
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utc_now)
+
+
+# --- messaging --------------------------------------------------------------------
+
+
+class OutboxEvent(OutboxMixin, Base):
+    """An event written with the change it describes; the relay publishes it after commit."""
+
+
+class InboxEvent(InboxMixin, Base):
+    """An order event trade's consumer group has handled (redeliveries are no-ops)."""
+
+
+class DeadLetter(DeadLetterMixin, Base):
+    """An order event whose handling keeps failing: retrying, or parked for an operator."""

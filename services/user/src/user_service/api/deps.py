@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from meshmart_common.db import ReadSessionDep, SessionDep
+from meshmart_common.messaging.outbox import EventPublisher
 from user_service.domain.accounts import AccountService
 from user_service.domain.addresses import AddressService
 from user_service.domain.authentication import AuthenticationService
@@ -27,6 +28,7 @@ class Components:
     issuer: TokenIssuer
     throttle: LoginThrottle
     clock: Clock
+    publisher: EventPublisher
 
 
 def get_components(request: Request) -> Components:
@@ -52,8 +54,13 @@ async def authentication_service(
 
 
 async def account_service(session: SessionDep, components: ComponentsDep) -> AccountService:
-    """Account writes on the request's session."""
-    return AccountService(session, hasher=components.hasher, clock=components.clock)
+    """Account writes on the request's session (events go to its outbox)."""
+    return AccountService(
+        session,
+        hasher=components.hasher,
+        clock=components.clock,
+        publisher=components.publisher,
+    )
 
 
 async def account_reader(session: ReadSessionDep, components: ComponentsDep) -> AccountService:

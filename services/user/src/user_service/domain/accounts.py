@@ -9,10 +9,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from meshmart_common.auth import Role
 from meshmart_common.errors import ValidationFailed
+from meshmart_common.messaging.outbox import EventPublisher
 from user_service.domain.clock import Clock
 from user_service.domain.emails import normalise_email
 from user_service.domain.errors import AccountGone, EmailAlreadyRegistered
 from user_service.domain.passwords import PasswordHasher
+from user_service.events.publisher import publish_user_registered
 from user_service.repository.models import User
 from user_service.repository.refresh_tokens import RefreshTokenRepository
 from user_service.repository.users import DuplicateEmail, UserRepository
@@ -27,24 +29,41 @@ class UserList:
 
 
 class AccountService:
-    """Accounts and their profile data."""
+    """Accounts and their profile data.
 
-    def __init__(self, session: AsyncSession, *, hasher: PasswordHasher, clock: Clock) -> None:
+    With a ``publisher``, registering a customer also writes user.registered
+    to the outbox in the same transaction (reads need none).
+    """
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        *,
+        hasher: PasswordHasher,
+        clock: Clock,
+        publisher: EventPublisher | None = None,
+    ) -> None:
+        self.session = session
         self.users = UserRepository(session)
         self.refresh_tokens = RefreshTokenRepository(session)
         self.hasher = hasher
         self.clock = clock
+        self.publisher = publisher
 
     async def register(
         self, *, email: str, password: str, full_name: str | None, role: Role = Role.CUSTOMER
     ) -> User:
-        """Create an account; EmailAlreadyRegistered when the email is taken (in any case)."""
+        """Create an account; EmailAlreadyRegistered when the email is taken (in any case).
+
+        A customer account also gets its user.registered event (when the
+        service has a publisher), committed with the account or not at all.
+        """
         normalised = normalise_email(email)
         if await self.users.email_exists(normalised):
             raise EmailAlreadyRegistered()
         password_hash = await self.hasher.hash(password)
         try:
-            return await self.users.add(
+            user = await self.users.add(
                 email=normalised,
                 password_hash=password_hash,
                 full_name=full_name,
@@ -53,6 +72,9 @@ class AccountService:
             )
         except DuplicateEmail as exc:
             raise EmailAlreadyRegistered() from exc
+        if self.publisher is not None and role is Role.CUSTOMER:
+            await publish_user_registered(self.publisher, self.session, user)
+        return user
 
     async def get(self, user_id: int) -> User:
         """The caller's account; AccountGone when it was deleted after the token was issued."""

@@ -8,6 +8,7 @@ from meshmart_common.settings import ServiceSettings
 from user_service.domain.accounts import AccountService
 from user_service.domain.clock import SystemClock
 from user_service.domain.passwords import password_hasher
+from user_service.events.publisher import user_event_publisher
 from user_service.repository.users import UserRepository
 from user_service.settings import Settings
 
@@ -24,6 +25,10 @@ async def seed_accounts(settings: ServiceSettings, database: Database) -> str:
 
     Existing accounts are left alone (a changed ADMIN_PASSWORD does not reset
     an existing admin). Production gets no demo customers: their password is public.
+
+    Each new demo customer gets its user.registered event in the outbox, in the
+    seeding transaction, as a registration would; the service's outbox relay
+    publishes it once the service runs (the admin is no customer: no event).
     """
     if not isinstance(settings, Settings):
         raise TypeError("seed_accounts needs the user service's Settings")
@@ -36,7 +41,12 @@ async def seed_accounts(settings: ServiceSettings, database: Database) -> str:
 
     created: list[str] = []
     async with database.session() as session:
-        accounts = AccountService(session, hasher=password_hasher(settings), clock=SystemClock())
+        accounts = AccountService(
+            session,
+            hasher=password_hasher(settings),
+            clock=SystemClock(),
+            publisher=user_event_publisher(),
+        )
         users = UserRepository(session)
         for email, password, full_name, role in wanted:
             if await users.get_by_email(email) is None:

@@ -1,1 +1,1 @@
-"""user service: events layer."""
+"""user service: events layer (what the service publishes through its outbox)."""

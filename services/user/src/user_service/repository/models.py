@@ -10,6 +10,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from meshmart_common.auth import Role
 from meshmart_common.db import UTCDateTime, naming_metadata
+from meshmart_common.messaging.models import OutboxMixin
 from user_service.repository.types import RoleType
 
 EMAIL_MAX_LENGTH = 254
@@ -81,3 +82,7 @@ class Address(Base):
     is_default: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class OutboxEvent(OutboxMixin, Base):
+    """An event written with the change it describes; the outbox relay publishes it."""
