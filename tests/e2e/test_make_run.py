@@ -33,6 +33,21 @@ def test_launcher_prints_every_service_and_its_docs(stack: RunningStack) -> None
     assert "admin@meshmart.local" in output
 
 
+def test_demo_coupons_and_points_are_seeded(stack: RunningStack) -> None:
+    login = httpx.post(
+        f"{stack.urls['user']}/api/v1/auth/login",
+        json={"email": "alice@example.com", "password": "meshmart-demo"},
+    )
+    assert login.status_code == 200, login.text
+    alice = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    points = httpx.get(f"{stack.urls['trade']}/api/v1/points", headers=alice).json()
+    assert points["balance"] == 500
+    claim = httpx.post(
+        f"{stack.urls['trade']}/api/v1/coupons/claim", json={"code": "WELCOME10"}, headers=alice
+    )
+    assert claim.status_code == 201, claim.text
+
+
 def test_shopper_registers_logs_in_searches_and_reviews(stack: RunningStack) -> None:
     user, product = stack.urls["user"], stack.urls["product"]
     with httpx.Client(timeout=30) as http:

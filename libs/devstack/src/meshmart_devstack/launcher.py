@@ -30,7 +30,7 @@ SERVICES: dict[str, int] = {
     "trade": 8004,
     "data": 8005,
 }
-SEEDED = ("user", "product")
+SEEDED = ("user", "product", "trade")
 READY_TIMEOUT_SECONDS = 90.0
 STOP_TIMEOUT_SECONDS = 10.0
 
