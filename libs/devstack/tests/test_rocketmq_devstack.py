@@ -14,6 +14,7 @@ from meshmart_devstack.rocketmq import (
     INSTALL_HINT,
     AdminCommandError,
     Ports,
+    RocketMQError,
     RocketMQServer,
     RocketMQSetupError,
     TopicSpec,
@@ -166,3 +167,26 @@ def test_created_topics_are_routed_with_their_type(rocketmq_server: RocketMQServ
     assert query_route(rocketmq_server.endpoints, f"{name}-missing").code == "TOPIC_NOT_FOUND"
     assert all(rocketmq_server.running().values())
     assert all(rss for rss in rocketmq_server.memory().values())
+
+
+def test_start_broker_needs_the_name_server_of_start(tmp_path: Path) -> None:
+    with pytest.raises(RocketMQError, match="name server is not running"):
+        RocketMQServer(base_dir=tmp_path).start_broker()
+
+
+def test_the_broker_comes_back_on_the_same_ports_with_its_topics(
+    rocketmq_server: RocketMQServer,
+) -> None:
+    name = f"t-restart-{uuid.uuid4().hex[:8]}"
+    rocketmq_server.create_topic(name, "NORMAL")
+    rocketmq_server.stop_broker()
+    try:
+        assert rocketmq_server.running() == {"namesrv": True}
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            assert sock.connect_ex(("127.0.0.1", rocketmq_server.ports.proxy_grpc)) != 0
+    finally:
+        rocketmq_server.start_broker()
+    assert all(rocketmq_server.running().values())
+    route = query_route(rocketmq_server.endpoints, name)
+    assert (route.code, route.message_types) == ("OK", frozenset({"NORMAL"}))

@@ -262,8 +262,10 @@ def check_admin_output(command: str, output: str) -> None:
 # --------------------------------------------------------------------------- ports and processes
 
 
-def _port_free(host: str, port: int) -> bool:
+def _port_free(host: str, port: int, *, reuse: bool = False) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -645,25 +647,7 @@ class RocketMQServer:
             self._say(f"  name server listening after {time.monotonic() - started:.1f} s")
             # The broker registers with the name server at start and then only every
             # 30 s: start it once the name server listens.
-            self._spawn(
-                "proxy",
-                self._java(
-                    lib,
-                    self.proxy_heap,
-                    "org.apache.rocketmq.proxy.ProxyStartup",
-                    "-pm",
-                    "local",
-                    "-n",
-                    self.namesrv_addr,
-                    "-bc",
-                    str(conf / "broker.properties"),
-                    "-pc",
-                    str(conf / "rmq-proxy.json"),
-                ),
-                detach=detach,
-            )
-            self._wait_port("proxy", self.ports.broker, deadline)
-            self._wait_port("proxy", self.ports.proxy_grpc, deadline)
+            self._spawn_proxy(lib, deadline, detach=detach)
             self._say(f"  broker and proxy listening after {time.monotonic() - started:.1f} s")
             topics, groups = self._wanted()
             self.create(topics, groups, timeout=max(10.0, deadline - time.monotonic()))
@@ -672,6 +656,79 @@ class RocketMQServer:
         except BaseException:
             self.stop(timeout=5)
             raise
+
+    def _spawn_proxy(self, lib: Path, deadline: float, *, detach: bool) -> None:
+        conf = self.base_dir / "conf"
+        self._spawn(
+            "proxy",
+            self._java(
+                lib,
+                self.proxy_heap,
+                "org.apache.rocketmq.proxy.ProxyStartup",
+                "-pm",
+                "local",
+                "-n",
+                self.namesrv_addr,
+                "-bc",
+                str(conf / "broker.properties"),
+                "-pc",
+                str(conf / "rmq-proxy.json"),
+            ),
+            detach=detach,
+        )
+        self._wait_port("proxy", self.ports.broker, deadline)
+        self._wait_port("proxy", self.ports.proxy_grpc, deadline)
+
+    def _broker_ports(self) -> tuple[int, ...]:
+        return tuple(p for p in self.ports.all() if p != self.ports.namesrv)
+
+    def stop_broker(self, timeout: float = 30.0) -> None:
+        """Stop the proxy and its embedded broker (a broker outage) and wait until their
+        ports are closed. The name server and the store stay: ``start_broker()`` brings
+        the same broker back, with its messages and consumer offsets."""
+        pid = self.pids.pop("proxy", None)
+        process = self._processes.pop("proxy", None)
+        if process is not None:
+            _terminate_child(process, timeout)
+        elif pid is not None and _pid_alive(pid) and _pid_is_ours(pid, self.base_dir):
+            _terminate_pid(pid, timeout)
+        deadline = time.monotonic() + timeout
+        while any(_port_open(self.host, p) for p in self._broker_ports()):
+            if time.monotonic() > deadline:
+                raise RocketMQError("the RocketMQ proxy still listens after it was stopped")
+            time.sleep(0.2)
+        if (self.base_dir / STATE_FILE).exists():
+            self.write_state()
+
+    def start_broker(self, *, timeout: float = 120.0) -> None:
+        """Start the proxy and broker again after ``stop_broker()``: same ports, same
+        store and configuration; returns once the proxy routes every topic again."""
+        if "proxy" in self.pids:
+            raise RocketMQError("the RocketMQ proxy is already running")
+        if "namesrv" not in self.pids:
+            raise RocketMQError("the RocketMQ name server is not running: use start()")
+        lib = ensure_jars(self.version, self.cache_dir, out=self.out)
+        deadline = time.monotonic() + timeout
+        # The JVM binds with SO_REUSEADDR, so connections of the last run still in
+        # TIME_WAIT do not matter; only a listener would.
+        while not all(_port_free(self.host, p, reuse=True) for p in self._broker_ports()):
+            if time.monotonic() > deadline:
+                raise RocketMQError("the RocketMQ broker ports did not become free")
+            time.sleep(0.2)
+        try:
+            self._spawn_proxy(lib, deadline, detach=False)
+            topics, _groups = self._wanted()
+            self.wait_routes(topics, timeout=max(10.0, deadline - time.monotonic()))
+        except BaseException:
+            pid = self.pids.pop("proxy", None)
+            process = self._processes.pop("proxy", None)
+            if process is not None:
+                _terminate_child(process, 5)
+            elif pid is not None:
+                _terminate_pid(pid, 5)
+            raise
+        if (self.base_dir / STATE_FILE).exists():
+            self.write_state()
 
     def _wanted(self) -> tuple[Sequence[TopicSpec], Sequence[str]]:
         default_topics, default_groups = meshmart_topology()
