@@ -147,7 +147,8 @@ class Shop:
         )
         assert granted.status_code == 201, granted.text
 
-    def coupon(self, headers: dict[str, str], percent: int = 10) -> str:
+    def coupon(self, headers: dict[str, str], percent: int = 10, valid_for: int = 86400) -> str:
+        """Create a campaign open for ``valid_for`` more seconds; ``headers``' user claims it."""
         code = f"SAGA{uuid.uuid4().hex[:6].upper()}"
         now = time.time()
         campaign = self.call(
@@ -164,7 +165,7 @@ class Shop:
                 "total_quantity": 100,
                 "per_user_limit": 1,
                 "starts_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 60)),
-                "ends_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 86400)),
+                "ends_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + valid_for)),
             },
         )
         assert campaign.status_code == 201, campaign.text
@@ -292,12 +293,16 @@ def test_cancel_releases_stock_coupon_and_points(local_shop: Shop) -> None:
 
 def test_payment_timeout_cancels_and_releases_everything(local_shop: Shop) -> None:
     buyer = local_shop.customer()
+    local_shop.grant_points(buyer, 50)
+    code = local_shop.coupon(buyer)
     product_id = local_shop.product(stock=2)
-    created = local_shop.checkout(buyer, product_id, 2)
+    created = local_shop.checkout(buyer, product_id, 2, coupon_code=code, points_to_redeem=50)
     assert created.status_code == 201, created.text
     order_id = created.json()["id"]
     local_shop.wait_status(buyer, order_id, "AWAITING_PAYMENT")
     assert local_shop.stock(product_id)["available"] == 0
+    assert local_shop.coupon_status(buyer, code) == "locked"
+    assert local_shop.points(buyer)["available"] == 0
     cancelled = local_shop.wait_status(
         buyer, order_id, "CANCELLED", within=PAYMENT_TIMEOUT_SECONDS + 60
     )
@@ -306,6 +311,8 @@ def test_payment_timeout_cancels_and_releases_everything(local_shop: Shop) -> No
         lambda: local_shop.stock(product_id) == {"on_hand": 2, "reserved": 0, "available": 2},
         what="stock back",
     )
+    eventually(lambda: local_shop.coupon_status(buyer, code) == "available", what="coupon back")
+    eventually(lambda: local_shop.points(buyer)["available"] == 50, what="points refunded")
 
 
 def test_twenty_buyers_race_for_the_last_five_units(local_shop: Shop) -> None:

@@ -53,11 +53,12 @@ class Services:
     def log(self, name: str) -> Path:
         return self.base / f"{name}.log"
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, **env: str) -> None:
+        """Start ``name`` on its port and data folder, with ``env`` on top of its environment."""
         with self.log(name).open("ab") as sink:
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", f"{name}_service", "serve"],
-                env=self.config.env_for(name),
+                env={**self.config.env_for(name), **env},
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -84,6 +85,12 @@ class Services:
         process = self.processes[name]
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
+
+    def stop(self, name: str) -> None:
+        """Stop ``name`` gracefully (SIGTERM), as an orchestrator would."""
+        process = self.processes[name]
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
 
     def stop_all(self) -> None:
         for process in self.processes.values():
@@ -306,3 +313,49 @@ def test_broker_outage_delays_the_saga_but_loses_nothing(
         assert len(orders) == 25
         counts = check_stock_adds_up(shop, products, orders)
         assert counts["AWAITING_PAYMENT"] > 0
+
+
+def test_a_coupon_that_expires_before_trade_locks_it_rejects_the_order(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Invalid coupon: the quote accepted it, the lock (later, asynchronously) does not.
+
+    Trade's consumers are held back deterministically: while the order is
+    placed, the trade port is served by a second trade process on the same
+    database whose bus is a different file, so only the real trade process,
+    started again after the campaign has ended, sees order.created.
+    """
+    base = tmp_path_factory.mktemp("fault-coupon")
+    with services(base, FAULT_ENV) as (running, shop):
+        buyer = shop.customer()
+        shop.grant_points(buyer, 40)
+        product_id = shop.product(stock=5)
+        running.stop("trade")
+        running.start("trade", LOCAL_BUS_PATH=str(base / "detached-bus.db"))
+        running.wait_ready("trade")
+
+        window = 4
+        code = shop.coupon(buyer, percent=10, valid_for=window)
+        ends = time.time() + window
+        created = shop.checkout(buyer, product_id, 3, coupon_code=code, points_to_redeem=40)
+        assert created.status_code == 201, created.text
+        order = created.json()
+        assert order["discount_cents"] > 0, order
+        running.stop("trade")
+        assert time.time() < ends, "the order was placed after the campaign ended"
+
+        # Product reserves at once; trade has not answered yet.
+        eventually(lambda: shop.stock(product_id)["reserved"] == 3, what="stock reserved")
+        assert shop.order(buyer, order["id"])["status"] == "PENDING"
+        time.sleep(max(0.0, ends + 1 - time.time()))
+        running.start("trade")
+        running.wait_ready("trade")
+
+        rejected = shop.wait_status(buyer, order["id"], "REJECTED", "AWAITING_PAYMENT")
+        assert rejected["status"] == "REJECTED", rejected
+        eventually(
+            lambda: shop.stock(product_id) == {"on_hand": 5, "reserved": 0, "available": 5},
+            what="stock released",
+        )
+        assert shop.points(buyer)["available"] == 40
+        assert shop.coupon_status(buyer, code) == "expired"

@@ -68,6 +68,7 @@ def test_messaging_settings_mix_into_service_settings_and_read_the_environment(
     monkeypatch.setenv("OUTBOX_POLL_INTERVAL_MS", "150")
     monkeypatch.setenv("CONSUMER_RETRY_BASE_SECONDS", "0.5")
     monkeypatch.setenv("CONSUMER_RETRY_MAX_SECONDS", "60")
+    monkeypatch.setenv("BUS_RETRY_MAX_SECONDS", "5")
     settings = ShopSettings(var_dir=tmp_path)
 
     consumer = settings.consumer_settings()
@@ -79,6 +80,7 @@ def test_messaging_settings_mix_into_service_settings_and_read_the_environment(
     assert consumer.invisible_duration == timedelta(seconds=30)
     assert relay.poll_interval == timedelta(milliseconds=150)
     assert relay.retention == timedelta(hours=24)
+    assert relay.retry_cap == consumer.bus_retry_cap == timedelta(seconds=5)
     assert settings.bus_backend == "local"
     assert settings.local_bus_file(settings.var_dir) == tmp_path / "bus.db"
     assert settings.database_url.endswith("shop.db")

@@ -108,6 +108,9 @@ class MessagingSettings(BaseSettings):
     outbox_batch_size: int = Field(default=50, ge=1, le=1000)
     outbox_retention_hours: float = Field(default=24.0, ge=0)
 
+    # Reconnect backoff while the bus is unreachable (relay and consumers), capped here.
+    bus_retry_max_seconds: float = Field(default=30.0, ge=1, le=3600)
+
     consumer_max_attempts: int = Field(default=5, ge=1, le=100)
     consumer_retry_base_seconds: float = Field(default=1.0, gt=0)
     consumer_retry_max_seconds: float = Field(default=300.0, gt=0)
@@ -123,6 +126,7 @@ class MessagingSettings(BaseSettings):
         return RelaySettings(
             poll_interval=timedelta(milliseconds=self.outbox_poll_interval_ms),
             batch_size=self.outbox_batch_size,
+            retry_cap=timedelta(seconds=self.bus_retry_max_seconds),
             retention=timedelta(hours=self.outbox_retention_hours),
         )
 
@@ -135,4 +139,5 @@ class MessagingSettings(BaseSettings):
             retry_cap=max(base, timedelta(seconds=self.consumer_retry_max_seconds)),
             invisible_duration=timedelta(seconds=self.consumer_invisible_seconds),
             inbox_retention=timedelta(days=self.inbox_retention_days),
+            bus_retry_cap=timedelta(seconds=self.bus_retry_max_seconds),
         )
