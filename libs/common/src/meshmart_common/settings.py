@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -53,6 +53,30 @@ class ServiceSettings(BaseSettings):
     jwt_issuer: str = "meshmart-user"
     jwt_audience: str = "meshmart"
     jwks_cache_seconds: int = Field(default=300, ge=0)
+
+    # Discovery (meshmart_common.discovery). static: <SERVICE>_URL settings, and
+    # nothing talks to Consul; consul: self-registration, health-filtered
+    # discovery and live configuration from Consul KV.
+    discovery_backend: Literal["static", "consul"] = "static"
+    consul_http_addr: str = "http://127.0.0.1:8500"
+    consul_token: SecretStr = SecretStr("")
+    # The host or IP other services reach this instance at (never a URL);
+    # empty: HOST, or this machine's hostname when HOST is a wildcard address.
+    advertise_address: str = ""
+    consul_check_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
+    consul_check_timeout_seconds: float = Field(default=2.0, gt=0, le=300)
+    consul_deregister_after_seconds: int = Field(default=60, ge=60, le=86_400)
+    consul_wait_seconds: int = Field(default=30, ge=1, le=600)
+    load_balancer: Literal["round_robin", "least_outstanding"] = "round_robin"
+
+    # Resilient service-to-service calls (meshmart_common.service_client).
+    upstream_retries: int = Field(default=2, ge=0, le=5)
+    upstream_retry_budget_ratio: float = Field(default=0.2, ge=0, le=1)
+    breaker_failure_threshold: int = Field(default=5, ge=1, le=1000)
+    breaker_cooldown_seconds: float = Field(default=5.0, gt=0, le=3600)
+
+    # Live settings: Consul KV can override these without a restart (live_config).
+    feature_flags: dict[str, bool] = Field(default_factory=dict)
 
     @field_validator("port")
     @classmethod

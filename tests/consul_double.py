@@ -1,0 +1,1 @@
+"""A stateful Consul agent test double (placeholder: being written)."""
