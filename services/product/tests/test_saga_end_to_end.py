@@ -16,14 +16,14 @@ import pytest
 from httpx import AsyncClient
 from sqlalchemy import update
 
-from meshmart_common.db import Database
+from meshmart_common.db import Database, utc_now
 from meshmart_common.events import EventData, StockReserved
 from meshmart_common.messaging.bus import ReceivedMessage
 from meshmart_common.messaging.envelope import CloudEvent, outgoing_message
 from meshmart_common.messaging.local_bus import LocalBus
 from meshmart_common.messaging.testing import eventually
 from meshmart_common.messaging.topology import PRODUCT_EVENTS, consumer_group
-from product_service.repository.models import Product, StockReservation, utc_now
+from product_service.repository.models import Product, StockReservation
 from services.product.tests.support import (
     ORDER_SOURCE,
     order_cancelled,

@@ -36,9 +36,14 @@ async def test_patch_me_changes_the_name_and_keeps_the_email(
     client: AsyncClient, new_account: NewAccount
 ) -> None:
     account = await new_account("bob@example.com", full_name="Bob")
-    response = await client.patch(
+    # The email is not a profile field: asking to change it is refused, nothing changes.
+    refused = await client.patch(
         ME, headers=account["headers"], json={"full_name": "Robert", "email": "evil@example.com"}
     )
+    assert refused.status_code == 422
+    assert [e["field"] for e in refused.json()["errors"]] == ["email"]
+    assert (await client.get(ME, headers=account["headers"])).json()["full_name"] == "Bob"
+    response = await client.patch(ME, headers=account["headers"], json={"full_name": "Robert"})
     assert response.status_code == 200
     assert response.json()["full_name"] == "Robert"
     assert response.json()["email"] == "bob@example.com"

@@ -28,10 +28,13 @@ async def test_register_creates_a_customer_with_the_email_normalised(client: Asy
     assert set(body) == {"id", "email", "full_name", "role", "created_at"}
 
 
-async def test_register_ignores_a_requested_admin_role(client: AsyncClient) -> None:
-    response = await client.post(
-        REGISTER, json={"email": "mallory@example.com", "password": "long enough", "role": "admin"}
-    )
+async def test_register_refuses_a_requested_admin_role(client: AsyncClient) -> None:
+    body = {"email": "mallory@example.com", "password": "long enough", "role": "admin"}
+    refused = await client.post(REGISTER, json=body)
+    assert refused.status_code == 422
+    assert [e["field"] for e in refused.json()["errors"]] == ["role"]
+    del body["role"]
+    response = await client.post(REGISTER, json=body)
     assert response.status_code == 201
     assert response.json()["role"] == "customer"
     assert response.json()["full_name"] is None

@@ -9,15 +9,17 @@ set, serves the sessions that read-only endpoints ask for.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import Depends, Request
-from sqlalchemy import DateTime, MetaData, event, text
+from sqlalchemy import CursorResult, DateTime, MetaData, Table, event, text
 from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -25,6 +27,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.sql.dml import Insert
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from meshmart_common.errors import DomainError
@@ -43,24 +46,31 @@ def naming_metadata() -> MetaData:
     return MetaData(naming_convention=NAMING_CONVENTION)
 
 
+def utc_now() -> datetime:
+    """The current time in UTC (every timestamp column is written in UTC)."""
+    return datetime.now(UTC)
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """A UTC instant: stored without offset, always read back timezone-aware.
 
     SQLite and MariaDB DATETIME columns keep no offset and return naive values,
     which cannot be compared with aware ones; normalising at the boundary lets
-    the domain work with aware UTC datetimes only (a naive value written is
-    taken to be UTC already). ``precision`` is the number
-    of fractional-second digits MySQL/MariaDB keep (DATETIME(6) by default: a
-    plain DATETIME drops them, so rows written in the same second would tie);
-    SQLite always keeps microseconds.
+    the domain work with aware UTC datetimes only. A naive value written is
+    taken to be UTC already, or refused with ``naive="reject"`` (for library
+    tables whose callers must always pass aware values). ``precision`` is the
+    number of fractional-second digits MySQL/MariaDB keep (DATETIME(6) by
+    default: a plain DATETIME drops them, so rows written in the same second
+    would tie); SQLite always keeps microseconds.
     """
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def __init__(self, precision: int = 6) -> None:
+    def __init__(self, precision: int = 6, *, naive: Literal["utc", "reject"] = "utc") -> None:
         super().__init__()
         self.precision = precision
+        self.naive = naive
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name in ("mysql", "mariadb") and self.precision:
@@ -68,7 +78,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return dialect.type_descriptor(DateTime(timezone=True))
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None or value.tzinfo is None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            if self.naive == "reject":
+                raise ValueError("UTCDateTime needs a timezone-aware datetime")
             return value
         return value.astimezone(UTC).replace(tzinfo=None)
 
@@ -80,6 +94,31 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+def _insert_ignoring_duplicates(
+    session: AsyncSession, table: Table, values: Mapping[str, Any]
+) -> Insert:
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        return sqlite_insert(table).values(**values).on_conflict_do_nothing()
+    if dialect == "mysql":  # MariaDB too
+        # INSERT IGNORE reports 0 rows for a duplicate whatever the client
+        # flags; ON DUPLICATE KEY UPDATE would report 1 with FOUND_ROWS. It
+        # takes a shared lock on the duplicate row.
+        return mysql_insert(table).values(**values).prefix_with("IGNORE")
+    raise NotImplementedError(f"unsupported database dialect {dialect!r}")
+
+
+async def insert_if_new(session: AsyncSession, table: Table, values: Mapping[str, Any]) -> bool:
+    """Insert one row unless its key exists (SQLite, MySQL/MariaDB); True when this call did.
+
+    A concurrent writer of the same key makes this wait for its transaction
+    (the key's row lock on MySQL, the write lock on SQLite) instead of failing
+    on the key, so the caller can then read the winner's committed row.
+    """
+    result = await session.execute(_insert_ignoring_duplicates(session, table, values))
+    return cast("CursorResult[Any]", result).rowcount > 0
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -13,13 +13,12 @@ and its Alembic autogenerate picks the three tables up like any other.
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
-    DateTime,
     Index,
     Integer,
     String,
@@ -31,6 +30,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from meshmart_common.db import UTCDateTime
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY; MySQL gets a BIGINT so the
 # outbox id never runs out.
 BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
@@ -38,31 +39,9 @@ BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
 LONG_TEXT = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 
 
-class UTCDateTime(TypeDecorator[datetime]):
-    """A UTC instant: stored without offset, always read back timezone-aware.
-
-    SQLite and MariaDB DATETIME columns keep no offset and return naive values;
-    normalising at the boundary keeps every comparison between aware values.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("UTCDateTime needs a timezone-aware datetime")
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: Any | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if not isinstance(value, datetime):
-            value = datetime.fromisoformat(str(value))
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+def _instant() -> UTCDateTime:
+    """The library tables' timestamp type: naive values are refused, whole seconds on MySQL."""
+    return UTCDateTime(precision=0, naive="reject")
 
 
 class MessageBody(TypeDecorator[bytes]):
@@ -119,11 +98,11 @@ class OutboxMixin:
     message_key: Mapped[str] = mapped_column(String(191))
     body: Mapped[str] = mapped_column(LONG_TEXT)
     properties: Mapped[dict[str, str]] = mapped_column(JSON)
-    deliver_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    deliver_at: Mapped[datetime | None] = mapped_column(_instant())
+    created_at: Mapped[datetime] = mapped_column(_instant())
     claimed_by: Mapped[str | None] = mapped_column(String(64))
-    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claimed_until: Mapped[datetime | None] = mapped_column(_instant())
+    sent_at: Mapped[datetime | None] = mapped_column(_instant())
     message_id: Mapped[str | None] = mapped_column(String(128))
 
     @declared_attr.directive
@@ -146,7 +125,7 @@ class InboxMixin:
     consumer_group: Mapped[str] = mapped_column(String(128))
     event_id: Mapped[str] = mapped_column(String(64))
     event_type: Mapped[str] = mapped_column(String(100))
-    handled_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    handled_at: Mapped[datetime] = mapped_column(_instant())
 
     @declared_attr.directive
     def __table_args__(cls) -> tuple[Any, ...]:
@@ -183,9 +162,9 @@ class DeadLetterMixin:
     properties: Mapped[dict[str, str]] = mapped_column(JSON)
     error: Mapped[str] = mapped_column(LONG_TEXT)
     attempts: Mapped[int] = mapped_column(Integer)
-    first_failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    last_failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    parked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    first_failed_at: Mapped[datetime] = mapped_column(_instant())
+    last_failed_at: Mapped[datetime] = mapped_column(_instant())
+    parked_at: Mapped[datetime | None] = mapped_column(_instant())
 
     @declared_attr.directive
     def __table_args__(cls) -> tuple[Any, ...]:

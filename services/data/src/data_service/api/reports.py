@@ -12,8 +12,8 @@ from fastapi import APIRouter, Query, Response
 from data_service.api.deps import ADMIN_PROBLEMS, StatsDep
 from data_service.api.schemas import DailyReportRead, Day
 from data_service.domain.stats import DailyReport
-from data_service.repository.models import utc_now
 from meshmart_common.auth import AdminUser
+from meshmart_common.db import utc_now
 
 router = APIRouter(prefix="/reports", tags=["reports"])
 

@@ -32,8 +32,8 @@ from data_service.repository.models import (
     SKU_LENGTH,
     TITLE_LENGTH,
     OrderFact,
-    utc_now,
 )
+from meshmart_common.db import utc_now
 from meshmart_common.events import (
     EventData,
     OrderAwaitingPayment,

@@ -10,8 +10,8 @@ from enum import StrEnum
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from data_service.domain.orders import SOLD_STATUSES, OrderStatus
-from data_service.repository.models import utc_now
 from data_service.repository.stats import BucketSize, ProductSales, StatsRepository
+from meshmart_common.db import utc_now
 from meshmart_common.errors import ValidationFailed
 
 DEFAULT_SALES_WINDOW = timedelta(days=7)

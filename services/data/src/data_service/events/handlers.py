@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from data_service.domain.ingest import ingest, record_unknown
-from data_service.repository.models import utc_now
+from meshmart_common.db import utc_now
 from meshmart_common.events import EVENT_TYPES, EventData
 from meshmart_common.messaging.consumer import (
     ConsumerSpec,

@@ -13,11 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, delete, insert, or_, select, update
+from sqlalchemy import Table, delete, insert, or_, select, update
 from sqlalchemy.dialects.mysql import insert as mysql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.dml import Insert
 
 from data_service.repository.models import (
     OrderFact,
@@ -26,6 +24,7 @@ from data_service.repository.models import (
     RawEvent,
     UserFact,
 )
+from meshmart_common.db import insert_if_new
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,20 +46,8 @@ class IngestRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    def _insert_ignoring_duplicates(self, table: Table, values: Mapping[str, Any]) -> Insert:
-        dialect = self.session.get_bind().dialect.name
-        if dialect == "sqlite":
-            return sqlite_insert(table).values(**values).on_conflict_do_nothing()
-        if dialect == "mysql":  # MariaDB too
-            # INSERT IGNORE reports 0 rows for a duplicate whatever the client
-            # flags; ON DUPLICATE KEY UPDATE would report 1 with FOUND_ROWS. Its
-            # shared lock on the duplicate is fine for rows never updated later.
-            return mysql_insert(table).values(**values).prefix_with("IGNORE")
-        raise NotImplementedError(f"unsupported database dialect {dialect!r}")
-
     async def _insert_new(self, table: Table, values: Mapping[str, Any]) -> bool:
-        result = await self.session.execute(self._insert_ignoring_duplicates(table, values))
-        return cast("CursorResult[Any]", result).rowcount > 0
+        return await insert_if_new(self.session, table, values)
 
     async def _ensure_row(self, table: Table, values: Mapping[str, Any], key: str) -> None:
         """Insert the row unless its ``key`` exists; hold a write lock on it either way."""

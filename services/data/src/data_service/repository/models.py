@@ -8,7 +8,7 @@ to other services' databases, which this service cannot see).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -36,11 +36,6 @@ SKU_LENGTH = 64
 STATUS_LENGTH = 20
 COUPON_LENGTH = 64
 REASON_LENGTH = 200
-
-
-def utc_now() -> datetime:
-    """The current time in UTC (every timestamp column is written in UTC)."""
-    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):

@@ -10,9 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
 from meshmart_common.pagination import Page
+from meshmart_common.schemas import RequestBody
 from order_service.domain.cart import CartLineView, CartView
 from order_service.domain.order_status import OrderStatus
 from order_service.repository.models import Order, OrderLine
@@ -51,12 +52,6 @@ AddressId = Annotated[
         description="an address id of the user service, stored as given (not checked here)",
     ),
 ]
-
-
-class RequestBody(BaseModel):
-    """Base of request bodies: unknown fields are an error, not silently dropped."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 # --- cart -----------------------------------------------------------------------------

@@ -3,7 +3,7 @@ outbox, inbox and dead-letter tables of meshmart_common.messaging."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
@@ -18,7 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from meshmart_common.db import UTCDateTime, naming_metadata
+from meshmart_common.db import UTCDateTime, naming_metadata, utc_now
 from meshmart_common.messaging.models import DeadLetterMixin, InboxMixin, OutboxMixin
 
 ORDER_STATUSES = (
@@ -31,11 +31,6 @@ ORDER_STATUSES = (
     "CANCELLED",
 )
 """Every value of orders.status (the rules live in domain/order_status.py)."""
-
-
-def utc_now() -> datetime:
-    """The current time in UTC (every timestamp column is written in UTC)."""
-    return datetime.now(UTC)
 
 
 # Idempotency keys are opaque and case-sensitive; the default MySQL collation

@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
-    ConfigDict,
     Field,
     HttpUrl,
     StringConstraints,
@@ -21,6 +20,7 @@ from pydantic import (
 )
 
 from meshmart_common.pagination import Page
+from meshmart_common.schemas import RequestBody
 from product_service.repository.models import Category, Product, Review
 
 MAX_PRICE_CENTS = 100_000_000
@@ -90,12 +90,6 @@ CategoryId = Annotated[int, Field(strict=True, ge=1, le=MAX_ID)]
 Rating = Annotated[int, Field(strict=True, ge=1, le=5, description="stars, 1 to 5")]
 ReviewTitle = Annotated[str, StringConstraints(max_length=120), AfterValidator(_valid_unicode)]
 ReviewBody = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_valid_unicode)]
-
-
-class RequestBody(BaseModel):
-    """Base of request bodies: unknown fields are an error, not silently dropped."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 # --- categories ---------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import TypedDict, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from meshmart_common.db import utc_now
 from meshmart_common.errors import Conflict, NotFound, ValidationFailed
 from meshmart_common.messaging.outbox import EventPublisher
 from product_service.events.publishing import (
@@ -25,7 +26,7 @@ from product_service.events.publishing import (
 )
 from product_service.repository.categories import CategoryRepository
 from product_service.repository.errors import DuplicateKey
-from product_service.repository.models import Category, Product, utc_now
+from product_service.repository.models import Category, Product
 from product_service.repository.products import ProductFilter, ProductRepository, SortKey
 
 CURRENCY = "USD"

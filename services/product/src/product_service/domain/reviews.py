@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from meshmart_common.db import utc_now
 from meshmart_common.errors import Conflict
 from product_service.domain.products import ProductService
 from product_service.repository.errors import DuplicateKey
-from product_service.repository.models import Review, utc_now
+from product_service.repository.models import Review
 from product_service.repository.products import ProductRepository
 from product_service.repository.purchases import PurchaseRepository
 from product_service.repository.reviews import ReviewRepository

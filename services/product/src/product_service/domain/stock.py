@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from meshmart_common.db import utc_now
 from meshmart_common.events import (
     OrderCreated,
     OrderLine,
@@ -36,7 +37,7 @@ from meshmart_common.events import (
 )
 from meshmart_common.messaging.outbox import EventPublisher
 from product_service.events.publishing import StockChangeReason, publish, stock_changed
-from product_service.repository.models import ReservationState, StockReservation, utc_now
+from product_service.repository.models import ReservationState, StockReservation
 from product_service.repository.purchases import PurchaseRepository
 from product_service.repository.reviews import ReviewRepository
 from product_service.repository.stock import StockRepository

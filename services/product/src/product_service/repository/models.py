@@ -8,7 +8,7 @@ letters).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import (
@@ -25,13 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from meshmart_common.db import UTCDateTime, naming_metadata
+from meshmart_common.db import UTCDateTime, naming_metadata, utc_now
 from meshmart_common.messaging.models import DeadLetterMixin, InboxMixin, OutboxMixin
-
-
-def utc_now() -> datetime:
-    """The current time in UTC (every timestamp column is written in UTC)."""
-    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):

@@ -15,12 +15,12 @@ from pydantic import (
     AwareDatetime,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     StringConstraints,
 )
 
 from meshmart_common.pagination import Page
+from meshmart_common.schemas import RequestBody
 from trade_service.domain.points import PointsBalance
 from trade_service.domain.pricing import Quote
 from trade_service.repository.models import (
@@ -113,12 +113,6 @@ GrantPoints = Annotated[int, Field(strict=True, ge=1, le=MAX_GRANT_POINTS)]
 GrantReason = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(_valid_unicode)
 ]
-
-
-class RequestBody(BaseModel):
-    """Base of request bodies: unknown fields are an error, not silently dropped."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 # --- campaigns ------------------------------------------------------------------

@@ -8,10 +8,11 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from meshmart_common.db import utc_now
 from meshmart_common.errors import Conflict, NotFound, ValidationFailed
 from trade_service.repository.campaigns import CampaignRepository
 from trade_service.repository.errors import DuplicateKey
-from trade_service.repository.models import CouponCampaign, DiscountType, utc_now
+from trade_service.repository.models import CouponCampaign, DiscountType
 
 MAX_PERCENT = 100
 

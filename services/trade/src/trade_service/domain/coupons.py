@@ -8,17 +8,13 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from meshmart_common.db import utc_now
 from meshmart_common.errors import Conflict, NotFound
 from meshmart_common.events import CouponClaimed, EventData
 from trade_service.repository.campaigns import CampaignRepository
 from trade_service.repository.coupons import CouponRepository
 from trade_service.repository.errors import DuplicateKey
-from trade_service.repository.models import (
-    Coupon,
-    CouponCampaign,
-    CouponStatus,
-    utc_now,
-)
+from trade_service.repository.models import Coupon, CouponCampaign, CouponStatus
 
 
 @dataclass(frozen=True, slots=True)

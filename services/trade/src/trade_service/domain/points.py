@@ -21,8 +21,9 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from meshmart_common.db import utc_now
 from meshmart_common.events import PointsChanged
-from trade_service.repository.models import PointsAccount, PointsEntry, PointsReason, utc_now
+from trade_service.repository.models import PointsAccount, PointsEntry, PointsReason
 from trade_service.repository.points import PointsRepository
 
 BALANCE_REASONS = frozenset({PointsReason.EARNED, PointsReason.REDEEMED, PointsReason.ADJUSTED})

@@ -8,10 +8,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from meshmart_common.db import utc_now
 from meshmart_common.errors import ValidationFailed
 from trade_service.domain.pricing import Quote, choose_coupon, discount_cents, points_problem
 from trade_service.repository.coupons import CouponRepository
-from trade_service.repository.models import utc_now
 from trade_service.repository.points import PointsRepository
 
 

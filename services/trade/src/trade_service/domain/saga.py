@@ -18,6 +18,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from meshmart_common.db import utc_now
 from meshmart_common.events import (
     OrderCancelled,
     OrderCreated,
@@ -43,7 +44,6 @@ from trade_service.repository.models import (
     HoldStatus,
     PointsReason,
     TradeHold,
-    utc_now,
 )
 
 logger = logging.getLogger("trade_service.saga")

@@ -8,7 +8,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Table, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from trade_service.repository.inserts import insert_if_new
+from meshmart_common.db import insert_if_new
 from trade_service.repository.models import TradeHold
 
 

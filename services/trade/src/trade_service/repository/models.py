@@ -9,7 +9,7 @@ in UTC and read back timezone-aware UTC, ready to compare and render.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import (
@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from meshmart_common.db import UTCDateTime, naming_metadata
+from meshmart_common.db import UTCDateTime, naming_metadata, utc_now
 from meshmart_common.messaging.models import DeadLetterMixin, InboxMixin, OutboxMixin
 
 # DATETIME(6) on MySQL/MariaDB, as migration 0002 created it: a plain DATETIME
@@ -73,11 +73,6 @@ class HoldStatus(StrEnum):
     CONSUMED = "consumed"
     RELEASED = "released"
     VOID = "void"
-
-
-def utc_now() -> datetime:
-    """The current time in UTC (every timestamp column is written in UTC)."""
-    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator
 
 from meshmart_common.auth import Role
+from meshmart_common.schemas import RequestBody
 from user_service.domain.tokens import MAX_REFRESH_TOKEN_LENGTH
 from user_service.repository.models import EMAIL_MAX_LENGTH, FULL_NAME_MAX_LENGTH
 
@@ -43,7 +44,7 @@ Phone = Annotated[
 RefreshTokenValue = Annotated[str, Field(min_length=1, max_length=MAX_REFRESH_TOKEN_LENGTH)]
 
 
-class UserRegister(BaseModel):
+class UserRegister(RequestBody):
     """A new customer account."""
 
     email: Email
@@ -63,20 +64,20 @@ class UserRead(BaseModel):
     created_at: datetime
 
 
-class UserUpdate(BaseModel):
+class UserUpdate(RequestBody):
     """Profile fields the owner may change (null clears the name)."""
 
     full_name: FullName | None = None
 
 
-class LoginRequest(BaseModel):
+class LoginRequest(RequestBody):
     """Credentials."""
 
     email: Annotated[str, Field(min_length=1, max_length=EMAIL_MAX_LENGTH)]
     password: Annotated[str, Field(min_length=1, max_length=128)]
 
 
-class RefreshRequest(BaseModel):
+class RefreshRequest(RequestBody):
     """A refresh token from login or a previous refresh."""
 
     refresh_token: RefreshTokenValue
@@ -91,14 +92,14 @@ class TokenResponse(BaseModel):
     refresh_token: str
 
 
-class PasswordChange(BaseModel):
+class PasswordChange(RequestBody):
     """The current password and the new one."""
 
     current_password: Annotated[str, Field(min_length=1, max_length=128)]
     new_password: Password
 
 
-class AddressCreate(BaseModel):
+class AddressCreate(RequestBody):
     """A new shipping address."""
 
     recipient: Recipient
@@ -111,7 +112,7 @@ class AddressCreate(BaseModel):
     is_default: bool = False
 
 
-class AddressUpdate(BaseModel):
+class AddressUpdate(RequestBody):
     """A partial update: only the fields sent change; line2 and phone may be null."""
 
     recipient: Recipient | None = None
