@@ -1,155 +1,33 @@
 """The checkout saga survives faults: a consumer service killed mid-burst, a broker outage.
 
-The five services run as separate processes started here (not through the
-launcher, which stops everything when one process exits), so one of them can
-be SIGKILLed and started again on the same port and data folder. Orders wait
+The five services run as separate processes (tests.processes), so one of them
+can be SIGKILLed and started again on the same port and data folder. Orders wait
 for payment for much longer than the tests run, so every order ends
 AWAITING_PAYMENT or REJECTED and the stock counters can be checked exactly.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from meshmart_common.testing import free_port
-from meshmart_devstack.launcher import StackConfig
 from meshmart_devstack.rocketmq import RocketMQServer
-from tests.e2e.test_checkout_saga import SAGA_ENV, Shop, eventually
-from tests.stack import FAST_HASHING, SERVICES, RunningStack, launcher_command
+from tests.e2e.test_checkout_saga import SAGA_ENV
+from tests.processes import services
+from tests.shop import Shop, eventually
 
 pytestmark = pytest.mark.e2e
 
 # Nothing times out while the test runs: AWAITING_PAYMENT stays AWAITING_PAYMENT.
 FAULT_ENV = {**SAGA_ENV, "PAYMENT_TIMEOUT_SECONDS": "3600"}
 SETTLED = {"AWAITING_PAYMENT", "REJECTED"}
-
-
-@dataclass
-class Services:
-    """The five service processes, each of which can be killed and started again."""
-
-    config: StackConfig
-    base: Path
-    processes: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
-
-    def url(self, name: str) -> str:
-        return self.config.url(name)
-
-    def log(self, name: str) -> Path:
-        return self.base / f"{name}.log"
-
-    def start(self, name: str, **env: str) -> None:
-        """Start ``name`` on its port and data folder, with ``env`` on top of its environment."""
-        with self.log(name).open("ab") as sink:
-            self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", f"{name}_service", "serve"],
-                env={**self.config.env_for(name), **env},
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                text=True,
-                start_new_session=True,
-            )
-
-    def wait_ready(self, *names: str, within: float = 90.0) -> None:
-        deadline = time.monotonic() + within
-        pending = set(names)
-        while pending:
-            for name in sorted(pending):
-                process = self.processes[name]
-                if process.poll() is not None:
-                    pytest.fail(f"{name} exited at start-up:\n{self.output(name)}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{self.url(name)}/readyz", timeout=2).status_code == 200:
-                        pending.discard(name)
-            if pending and time.monotonic() > deadline:
-                pending_logs = "\n".join(self.output(n) for n in sorted(pending))
-                pytest.fail(f"not ready: {sorted(pending)}\n{pending_logs}")
-            time.sleep(0.2)
-
-    def kill(self, name: str) -> None:
-        process = self.processes[name]
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-
-    def stop(self, name: str) -> None:
-        """Stop ``name`` gracefully (SIGTERM), as an orchestrator would."""
-        process = self.processes[name]
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-
-    def stop_all(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-    def output(self, name: str) -> str:
-        return f"--- {name} ---\n{self.log(name).read_text(errors='replace')[-4000:]}"
-
-
-@contextlib.contextmanager
-def services(base: Path, extra_env: dict[str, str]) -> Iterator[tuple[Services, Shop]]:
-    """Migrate and seed with the launcher, then start each service on its own."""
-    ports = {name: free_port() for name in SERVICES}
-    var_dir = (base / "var").resolve()
-    env = {**os.environ, **FAST_HASHING, **extra_env}
-    seeded = subprocess.run(
-        launcher_command("seed", ports, var_dir),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env=env,
-    )
-    assert seeded.returncode == 0, seeded.stdout + seeded.stderr
-    config = StackConfig(
-        host="127.0.0.1",
-        ports=ports,
-        var_dir=var_dir,
-        extra_env={**FAST_HASHING, **extra_env},
-    )
-    running = Services(config, base)
-    try:
-        for name in SERVICES:
-            running.start(name)
-        running.wait_ready(*SERVICES)
-        stack = RunningStack(
-            process=running.processes["user"],
-            urls={name: config.url(name) for name in SERVICES},
-            ports=ports,
-            var_dir=var_dir,
-            log=running.log("user"),
-        )
-        with httpx.Client(timeout=30) as http:
-            login = http.post(
-                f"{config.url('user')}/api/v1/auth/login",
-                json={"email": "admin@meshmart.local", "password": "meshmart-admin"},
-            )
-            assert login.status_code == 200, login.text
-            admin = {"Authorization": f"Bearer {login.json()['access_token']}"}
-            yield running, Shop(stack, http, admin)
-    finally:
-        running.stop_all()
 
 
 @dataclass
