@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
+from meshmart_common.discovery import Balancer, Endpoint, StaticResolver
 from meshmart_common.errors import DomainError, ServiceUnavailable, install_error_handlers
+from meshmart_common.messaging.backoff import Backoff
+from meshmart_common.resilience import Breakers, RetryBudget
 from meshmart_common.service_client import (
     BadGateway,
     Caller,
@@ -21,6 +26,7 @@ from meshmart_common.service_client import (
     ServiceClient,
     ServiceResponse,
     UpstreamError,
+    UpstreamMetrics,
     UpstreamUnavailable,
 )
 from meshmart_common.testing import assert_problem, free_port
@@ -409,3 +415,385 @@ def test_a_response_is_a_plain_value() -> None:
     assert response.ok
     assert not response.not_found
     assert response.unexpected().detail == "product answered GET /p with an unexpected 200."
+
+
+# --- discovery, retries and circuit breaking -------------------------------------------
+
+FAST = Backoff(base=timedelta(milliseconds=1), cap=timedelta(milliseconds=2))
+
+
+class Instances:
+    """A resolver whose instances of ``product`` the test sets."""
+
+    def __init__(self, *hosts: str) -> None:
+        self.hosts = list(hosts)
+
+    def endpoints(self, service: str) -> Sequence[Endpoint]:
+        return [Endpoint(service, host, f"{host}.test", 80) for host in self.hosts]
+
+    def degraded(self) -> str | None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 50.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RecordingBalancer:
+    """Always the first endpoint (so attempts go in order); records what it is told."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def choose(self, endpoints: Sequence[Endpoint]) -> Endpoint:
+        self.events.append("choose " + ",".join(e.instance_id for e in endpoints))
+        return endpoints[0]
+
+    def started(self, endpoint: Endpoint) -> None:
+        self.events.append(f"started {endpoint.instance_id}")
+
+    def finished(self, endpoint: Endpoint) -> None:
+        self.events.append(f"finished {endpoint.instance_id}")
+
+
+class Fleet:
+    """Instances of product behind one mock transport, each with its own behaviour."""
+
+    def __init__(self, **behaviours: Handler) -> None:
+        self.behaviours = behaviours
+        self.seen: list[httpx.Request] = []
+
+    def by_instance(self) -> list[str]:
+        return [request.url.host.removesuffix(".test") for request in self.seen]
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(request)
+        return await self.behaviours[request.url.host.removesuffix(".test")](request)
+
+    def client(
+        self,
+        *,
+        timeout: float = 2.0,
+        retries: int = 2,
+        breakers: Breakers | None = None,
+        retry_budget: RetryBudget | None = None,
+        balancer: Balancer | None = None,
+        resolver: Instances | None = None,
+    ) -> ServiceClient:
+        return ServiceClient(
+            "product",
+            resolver=resolver or Instances(*self.behaviours),
+            balancer=balancer,
+            timeout=timeout,
+            retries=retries,
+            breakers=breakers,
+            retry_budget=retry_budget,
+            backoff=FAST,
+            client=httpx.AsyncClient(transport=httpx.MockTransport(self.handle)),
+        )
+
+
+OK = answering(200, {"id": 1, "title": "Lamp", "price_cents": 100})
+REFUSED = raising(httpx.ConnectError("connection refused"))
+
+
+async def test_calls_are_spread_round_robin_over_the_instances() -> None:
+    fleet = Fleet(a=OK, b=OK)
+    client = fleet.client()
+    for _ in range(4):
+        await client.get("/api/v1/products/1")
+    assert fleet.by_instance() == ["a", "b", "a", "b"]
+    assert str(fleet.seen[0].url) == "http://a.test/api/v1/products/1"
+
+
+@pytest.mark.parametrize("failure", [answering(503, {}), REFUSED], ids=["503", "refused"])
+async def test_a_get_that_fails_is_retried_on_the_next_instance(failure: Handler) -> None:
+    fleet = Fleet(a=failure, b=OK)
+    client = fleet.client()
+    response = await client.get("/api/v1/products/1", caller=Caller(token="t", request_id="r"))
+    assert response.parse(Product).title == "Lamp"
+    assert fleet.by_instance() == ["a", "b"]
+
+
+async def test_the_callers_token_and_request_id_reach_every_attempt() -> None:
+    fleet = Fleet(a=answering(502, {}), b=raising(httpx.ReadError("reset")), c=OK)
+    client = fleet.client(balancer=RecordingBalancer())
+    await client.get("/api/v1/products/1", caller=Caller(token="tok-1", request_id="req-1"))
+    assert fleet.by_instance() == ["a", "b", "c"]
+    assert [r.headers["authorization"] for r in fleet.seen] == ["Bearer tok-1"] * 3
+    assert [r.headers["x-request-id"] for r in fleet.seen] == ["req-1"] * 3
+
+
+@pytest.mark.parametrize(
+    ("failure", "error"),
+    [
+        (answering(500, {}), BadGateway),
+        (raising(httpx.ReadTimeout("slow")), GatewayTimeout),
+        (raising(httpx.RemoteProtocolError("peer closed")), BadGateway),
+    ],
+    ids=["500", "read-timeout", "broken"],
+)
+async def test_a_post_that_may_have_been_processed_is_not_retried(
+    failure: Handler, error: type[UpstreamError]
+) -> None:
+    fleet = Fleet(a=failure, b=OK)
+    client = fleet.client()
+    with pytest.raises(error):
+        await client.post("/api/v1/orders", json={"x": 1})
+    assert fleet.by_instance() == ["a"]
+
+
+async def test_a_post_that_never_left_is_retried_on_another_instance() -> None:
+    fleet = Fleet(a=REFUSED, b=answering(201, {"id": 9}))
+    client = fleet.client()
+    response = await client.post("/api/v1/orders", json={"x": 1})
+    assert response.body == {"id": 9}
+    assert fleet.by_instance() == ["a", "b"]
+    assert [json.loads(r.content) for r in fleet.seen] == [{"x": 1}, {"x": 1}]
+
+
+async def test_a_post_marked_idempotent_is_retried_like_a_get() -> None:
+    fleet = Fleet(a=answering(500, {}), b=raising(httpx.ReadTimeout("slow")), c=OK)
+    client = fleet.client(balancer=RecordingBalancer())
+    response = await client.post("/api/v1/quotes", json={"subtotal_cents": 1}, idempotent=True)
+    assert response.ok
+    assert fleet.by_instance() == ["a", "b", "c"]
+
+
+async def test_retries_stop_at_the_configured_number_with_the_last_error() -> None:
+    fleet = Fleet(a=answering(503, {}), b=answering(503, {}), c=answering(503, {}), d=OK)
+    client = fleet.client(retries=2, balancer=RecordingBalancer())
+    with pytest.raises(BadGateway, match=r"status 503"):
+        await client.get("/api/v1/products/1")
+    assert fleet.by_instance() == ["a", "b", "c"]
+
+
+async def test_a_single_instance_is_tried_again_when_there_is_no_other() -> None:
+    calls = 0
+
+    async def flaky(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(503 if calls == 1 else 200, json={})
+
+    fleet = Fleet(only=flaky)
+    response = await fleet.client().get("/api/v1/products/1")
+    assert response.ok
+    assert fleet.by_instance() == ["only", "only"]
+
+
+async def test_a_spent_retry_budget_stops_retries() -> None:
+    fleet = Fleet(a=answering(503, {}), b=OK)
+    budget = RetryBudget(ratio=0, min_retries_per_second=0.1, window_seconds=10, clock=Clock())
+    client = fleet.client(retry_budget=budget)
+
+    # The floor (0.1/s over 10 s) pays for one retry, then no more.
+    assert (await client.get("/api/v1/products/1")).ok
+    with pytest.raises(BadGateway):
+        await client.get("/api/v1/products/1")
+    assert fleet.by_instance() == ["a", "b", "a"]
+
+
+async def test_no_instance_at_all_is_service_unavailable() -> None:
+    fleet = Fleet(a=OK)
+    client = fleet.client(resolver=Instances())
+    with pytest.raises(UpstreamUnavailable) as caught:
+        await client.get("/api/v1/products/1")
+    assert caught.value.status == 503
+    assert caught.value.detail == "no healthy instance of product."
+    assert fleet.seen == []
+
+
+async def test_an_instance_whose_breaker_opened_is_skipped_until_its_cooldown_ends() -> None:
+    clock = Clock()
+    breakers = Breakers(failure_threshold=2, cooldown_seconds=5, clock=clock)
+    fleet = Fleet(a=REFUSED, b=OK)
+    client = fleet.client(breakers=breakers, balancer=RecordingBalancer())
+
+    for _ in range(2):
+        assert (await client.get("/api/v1/products/1")).ok
+    assert client.breaker_states() == {"a": "open", "b": "closed"}
+    fleet.seen.clear()
+    for _ in range(3):
+        assert (await client.get("/api/v1/products/1")).ok
+    assert fleet.by_instance() == ["b", "b", "b"]
+
+    # After the cool-down one probe goes to a; it is back, so its breaker closes.
+    clock.now += 5
+    fleet.behaviours["a"] = OK
+    fleet.seen.clear()
+    assert client.breaker_states()["a"] == "half_open"
+    await client.get("/api/v1/products/1")
+    assert fleet.by_instance() == ["a"]
+    assert client.breaker_states() == {"a": "closed", "b": "closed"}
+
+
+async def test_when_every_breaker_is_open_the_call_fails_at_once_without_sending() -> None:
+    clock = Clock()
+    breakers = Breakers(failure_threshold=1, cooldown_seconds=5, clock=clock)
+    fleet = Fleet(a=answering(500, {}), b=answering(500, {}))
+    client = fleet.client(breakers=breakers)
+    with pytest.raises(BadGateway):
+        await client.get("/api/v1/products/1")
+    assert client.breaker_states() == {"a": "open", "b": "open"}
+    fleet.seen.clear()
+
+    with pytest.raises(UpstreamUnavailable) as caught:
+        await client.get("/api/v1/products/1")
+    assert caught.value.status == 503
+    assert caught.value.detail == "product is unavailable (circuit open)."
+    assert fleet.seen == []
+
+
+async def test_a_4xx_answer_counts_as_a_success_for_the_breaker() -> None:
+    breakers = Breakers(failure_threshold=2, clock=Clock())
+    fleet = Fleet(a=answering(404, {}))
+    client = fleet.client(breakers=breakers)
+    for _ in range(5):
+        assert (await client.get("/api/v1/products/1")).not_found
+    assert client.breaker_states() == {"a": "closed"}
+    assert breakers.get("a").consecutive_failures == 0
+
+
+async def test_the_balancer_learns_when_each_attempt_starts_and_ends() -> None:
+    balancer = RecordingBalancer()
+    fleet = Fleet(a=REFUSED, b=OK)
+    client = fleet.client(balancer=balancer)
+    await client.get("/api/v1/products/1")
+    assert balancer.events == [
+        "choose a,b",
+        "started a",
+        "finished a",
+        "choose b",
+        "started b",
+        "finished b",
+    ]
+
+
+async def test_the_deadline_covers_every_attempt() -> None:
+    async def failing_slowly(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.1)
+        return httpx.Response(503, json={})
+
+    async def hanging(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(10)
+        return httpx.Response(200, json={})
+
+    breakers = Breakers(failure_threshold=1, clock=Clock())
+    balancer = RecordingBalancer()
+    fleet = Fleet(a=failing_slowly, b=hanging)
+    client = fleet.client(timeout=0.4, breakers=breakers, balancer=balancer)
+    started = time.monotonic()
+    with pytest.raises(GatewayTimeout) as caught:
+        await client.get("/api/v1/products/1")
+    assert time.monotonic() - started < 2.0
+    assert caught.value.detail == "product did not answer within 0.4 s."
+    assert fleet.by_instance() == ["a", "b"]
+    # The instance that let the deadline pass counts as failed; it is not left in flight.
+    assert client.breaker_states() == {"a": "open", "b": "open"}
+    assert balancer.events[-1] == "finished b"
+
+
+async def test_a_retry_is_not_started_when_the_deadline_leaves_no_time_for_it() -> None:
+    async def failing_slowly(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.2)
+        return httpx.Response(503, json={})
+
+    fleet = Fleet(a=failing_slowly, b=OK)
+    client = ServiceClient(
+        "product",
+        resolver=Instances("a", "b"),
+        timeout=0.3,
+        backoff=Backoff(base=timedelta(seconds=0.5), cap=timedelta(seconds=0.5)),
+        client=httpx.AsyncClient(transport=httpx.MockTransport(fleet.handle)),
+    )
+    with pytest.raises(BadGateway, match="status 503"):
+        await client.get("/api/v1/products/1")
+    assert fleet.by_instance() == ["a"]
+
+
+async def test_a_cancelled_call_leaves_no_probe_behind() -> None:
+    clock = Clock()
+    breakers = Breakers(failure_threshold=1, cooldown_seconds=5, clock=clock)
+    entered = asyncio.Event()
+
+    async def hanging(request: httpx.Request) -> httpx.Response:
+        entered.set()
+        await asyncio.sleep(10)
+        return httpx.Response(200, json={})
+
+    fleet = Fleet(a=answering(500, {}))
+    client = fleet.client(breakers=breakers, retries=0)
+    with pytest.raises(BadGateway):
+        await client.get("/api/v1/products/1")
+    clock.now += 5
+    fleet.behaviours["a"] = hanging
+    probe = asyncio.create_task(client.get("/api/v1/products/1"))
+    await entered.wait()
+    probe.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+    # The caller went away: nothing was learnt, and the next call may probe.
+    assert client.breaker_states() == {"a": "half_open"}
+    fleet.behaviours["a"] = OK
+    assert (await client.get("/api/v1/products/1")).ok
+    assert client.breaker_states() == {"a": "closed"}
+
+
+def test_a_client_needs_exactly_one_of_a_base_url_and_a_resolver() -> None:
+    with pytest.raises(ValueError, match="either a base URL or a resolver"):
+        ServiceClient("product")
+    with pytest.raises(ValueError, match="either a base URL or a resolver"):
+        ServiceClient("product", BASE, resolver=StaticResolver({"product": BASE}))
+    with pytest.raises(ValueError, match="retries"):
+        ServiceClient("product", BASE, retries=-1)
+
+
+def test_a_client_at_a_base_url_resolves_it_statically() -> None:
+    client = ServiceClient("product", BASE + "/")
+    assert client.base_url == BASE
+    assert [e.base_url for e in client.resolver.endpoints("product")] == ["http://product.test:80"]
+
+
+async def test_metrics_count_each_attempt_by_instance_and_show_the_breakers() -> None:
+    registry = CollectorRegistry()
+    metrics = UpstreamMetrics(registry)
+    fleet = Fleet(a=REFUSED, b=answering(503, {}), c=OK)
+    client = ServiceClient(
+        "product",
+        resolver=Instances("a", "b", "c"),
+        balancer=RecordingBalancer(),
+        breakers=Breakers(failure_threshold=1),
+        backoff=FAST,
+        client=httpx.AsyncClient(transport=httpx.MockTransport(fleet.handle)),
+        metrics=metrics,
+    )
+    await client.get("/api/v1/products/1")
+
+    def attempts(instance: str, outcome: str) -> float | None:
+        labels = {"upstream": "product", "instance": instance, "outcome": outcome}
+        return registry.get_sample_value("upstream_requests_total", labels)
+
+    assert (attempts("a", "not_sent"), attempts("b", "server_error"), attempts("c", "ok")) == (
+        1.0,
+        1.0,
+        1.0,
+    )
+
+    def state(instance: str) -> float | None:
+        labels = {"upstream": "product", "instance": instance}
+        return registry.get_sample_value("upstream_circuit_state", labels)
+
+    assert (state("a"), state("b"), state("c")) == (2.0, 2.0, 0.0)

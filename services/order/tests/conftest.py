@@ -9,7 +9,6 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import MetaData
 
-from meshmart_common.service_client import ServiceClient
 from meshmart_common.testing import TestContext, TokenMaker
 from order_service.components import Components
 from order_service.gateways.upstreams import Upstreams
@@ -56,6 +55,9 @@ def service_app_factory() -> Callable[[TestContext], FastAPI]:
 UPSTREAM_TIMEOUT_SECONDS = 0.5
 """Deadline of calls to the stubs: short, so "slow" outages fail fast."""
 
+NEVER_OPEN = 1000
+"""A breaker failure threshold no test reaches."""
+
 
 @pytest.fixture
 def product_service() -> ProductStub:
@@ -78,23 +80,34 @@ def components(app: FastAPI) -> Components:
 
 @pytest.fixture
 async def upstreams(
-    components: Components, product_service: ProductStub, trade_service: TradeStub
+    client: AsyncClient,
+    components: Components,
+    product_service: ProductStub,
+    trade_service: TradeStub,
 ) -> AsyncIterator[Upstreams]:
-    """Point the app's product and trade clients at the stubs."""
-    product_http = httpx.AsyncClient(transport=product_service.transport)
-    trade_http = httpx.AsyncClient(transport=trade_service.transport)
-    stubbed = Upstreams(
-        product=ServiceClient(
-            "product", PRODUCT_URL, timeout=UPSTREAM_TIMEOUT_SECONDS, client=product_http
-        ),
-        trade=ServiceClient(
-            "trade", TRADE_URL, timeout=UPSTREAM_TIMEOUT_SECONDS, client=trade_http
-        ),
+    """Point the app's product and trade clients at the stubs.
+
+    The clients are built like the app builds them (Upstreams.from_settings),
+    except that their circuit breakers never open: these tests expect an
+    outage to end the moment a stub is back up. Breakers and their cool-down
+    are tested in test_gateways.py with a hand-moved clock. It runs after the
+    app has started (``client``), so that nothing done at start-up replaces them.
+    """
+    http = httpx.AsyncClient(
+        mounts={PRODUCT_URL: product_service.transport, TRADE_URL: trade_service.transport}
     )
+    settings = components.settings.model_copy(
+        update={
+            "product_url": PRODUCT_URL,
+            "trade_url": TRADE_URL,
+            "upstream_timeout_seconds": UPSTREAM_TIMEOUT_SECONDS,
+            "breaker_failure_threshold": NEVER_OPEN,
+        }
+    )
+    stubbed = Upstreams.from_settings(settings, http)
     components.upstreams = stubbed
     yield stubbed
-    await product_http.aclose()
-    await trade_http.aclose()
+    await http.aclose()
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ async def test_every_route_is_documented_and_errors_are_problem_json(client: Asy
         ("POST", "/api/v1/orders/{order_id}/cancel"),
         ("POST", "/api/v1/orders/{order_id}/ship"),
         ("POST", "/api/v1/orders/{order_id}/complete"),
+        ("GET", "/api/v1/admin/config"),
         ("GET", "/api/v1/admin/dead-letters"),
         ("POST", "/api/v1/admin/dead-letters/{dead_letter_id}/replay"),
         ("DELETE", "/api/v1/admin/dead-letters/{dead_letter_id}"),
@@ -53,7 +54,17 @@ async def test_checkout_documents_the_idempotency_key_and_its_answers(
     [header] = [p for p in operation["parameters"] if p["in"] == "header"]
     assert header["name"] == "Idempotency-Key"
     assert header["required"] is False
-    assert set(operation["responses"]) == {"200", "201", "401", "409", "422", "502", "503", "504"}
+    assert set(operation["responses"]) == {
+        "200",
+        "201",
+        "401",
+        "409",
+        "422",
+        "429",
+        "502",
+        "503",
+        "504",
+    }
 
 
 async def test_money_and_quantities_are_integers(client: AsyncClient) -> None:

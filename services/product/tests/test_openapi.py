@@ -37,6 +37,7 @@ async def test_the_published_api_is_the_catalogue_and_the_dead_letter_admin(
         ("PUT", "/api/v1/products/{product_id}/stock"),
         ("GET", "/api/v1/products/{product_id}/reviews"),
         ("POST", "/api/v1/products/{product_id}/reviews"),
+        ("GET", "/api/v1/admin/config"),
         ("GET", "/api/v1/admin/dead-letters"),
         ("POST", "/api/v1/admin/dead-letters/{dead_letter_id}/replay"),
         ("DELETE", "/api/v1/admin/dead-letters/{dead_letter_id}"),

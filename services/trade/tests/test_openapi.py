@@ -29,6 +29,7 @@ async def test_every_route_is_documented_and_errors_are_problem_json(client: Asy
         ("POST", "/api/v1/coupons/claim"),
         ("GET", "/api/v1/coupons"),
         ("POST", "/api/v1/quotes"),
+        ("GET", "/api/v1/admin/config"),
         ("GET", "/api/v1/admin/dead-letters"),
         ("POST", "/api/v1/admin/dead-letters/{dead_letter_id}/replay"),
         ("DELETE", "/api/v1/admin/dead-letters/{dead_letter_id}"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request
@@ -11,9 +11,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from meshmart_common.auth import JwksKeySource, KeySource, TokenVerifier
 from meshmart_common.db import Database
+from meshmart_common.discovery import discovery_lifespan
 from meshmart_common.errors import install_error_handlers, install_problem_openapi
 from meshmart_common.health import Readiness, health_router
+from meshmart_common.live_config import COMMON_LIVE_KEYS, admin_config_router, live_config_lifespan
 from meshmart_common.observability import HttpMetrics, RequestContextMiddleware, configure_logging
+from meshmart_common.service_client import UpstreamMetrics
 from meshmart_common.settings import ServiceSettings
 
 API_PREFIX = "/api/v1"
@@ -47,6 +50,8 @@ def create_app(
     lifespan_hooks: Sequence[LifespanHook] = (),
     key_source: KeySource | None = None,
     openapi_tags: list[dict[str, str]] | None = None,
+    upstreams: Mapping[str, str] | None = None,
+    live_keys: Sequence[str] | None = COMMON_LIVE_KEYS,
 ) -> FastAPI:
     """Build a service app.
 
@@ -58,6 +63,14 @@ def create_app(
     given). Its OpenAPI document gives every 4xx/5xx response the problem+json
     body the error handlers send. ``lifespan_hooks`` are entered in order at
     start-up and exited in reverse at shutdown.
+
+    Discovery runs before them (``DISCOVERY_BACKEND``): the instance registers
+    with Consul when that backend is on, and ``app.state.resolver`` finds the
+    ``upstreams`` this service calls (name -> static base URL, used by the
+    static backend), so hooks may build their clients from it. Before that,
+    the settings named in ``live_keys`` start following Consul KV (consul
+    backend only), and GET /api/v1/admin/config shows their effective values
+    (``live_keys=None`` leaves live configuration to a hook of the caller's).
     """
     configure_logging(settings.log_level, settings.service_name)
     database = Database(
@@ -66,6 +79,10 @@ def create_app(
         echo=settings.database_echo,
         pool_size=settings.database_pool_size,
     )
+    discovery = discovery_lifespan(
+        settings, services=list(upstreams or {}), static_urls=dict(upstreams or {})
+    )
+    live = [] if live_keys is None else [live_config_lifespan(live_keys)]
     readiness = Readiness()
     readiness.add("database", database.ping)
     registry = CollectorRegistry()
@@ -78,7 +95,7 @@ def create_app(
             # may still use the database while they stop, and a hook that
             # fails to start must not leak the pool either.
             stack.push_async_callback(lambda: app.state.database.dispose())
-            for hook in lifespan_hooks:
+            for hook in (*live, discovery, *lifespan_hooks):
                 await stack.enter_async_context(hook(app))
             yield
 
@@ -93,6 +110,8 @@ def create_app(
     app.state.database = database
     app.state.readiness = readiness
     app.state.metrics = metrics
+    # Calls to other services, for the ServiceClients a service builds.
+    app.state.upstream_metrics = UpstreamMetrics(registry)
     app.state.token_verifier = TokenVerifier(
         key_source or JwksKeySource(settings.jwks_url, ttl=settings.jwks_cache_seconds),
         issuer=settings.jwt_issuer,
@@ -106,7 +125,7 @@ def create_app(
     app.include_router(_metrics_router(registry))
     for router in root_routers:
         app.include_router(router)
-    for router in routers:
+    for router in (*routers, admin_config_router()):
         app.include_router(router, prefix=API_PREFIX)
     return app
 

@@ -67,6 +67,10 @@ def run_cli(
         port=args.port or settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,
-        proxy_headers=True,
+        # X-Forwarded-For/-Proto are believed only from the proxies named in
+        # FORWARDED_ALLOW_IPS (the gateway); by default from nobody, so a
+        # client cannot pick the address that rate limits count it under.
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
     )
     return 0

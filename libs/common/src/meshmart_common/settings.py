@@ -6,7 +6,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,7 +34,9 @@ class ServiceSettings(BaseSettings):
     ``JWKS_URL``, ...), so one process runs one service.
     """
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", case_sensitive=False, populate_by_name=True
+    )
 
     service_name: str = "meshmart"
     service_version: str = "0.1.0"
@@ -42,6 +44,9 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "INFO"
+    # Proxies whose X-Forwarded-For is believed (comma-separated IPs/CIDRs, or "*");
+    # empty: none, the TCP peer is the client.
+    forwarded_allow_ips: str = ""
     var_dir: Path = Field(default_factory=default_var_dir)
 
     database_url: str = ""
@@ -59,7 +64,10 @@ class ServiceSettings(BaseSettings):
     # discovery and live configuration from Consul KV.
     discovery_backend: Literal["static", "consul"] = "static"
     consul_http_addr: str = "http://127.0.0.1:8500"
-    consul_token: SecretStr = SecretStr("")
+    # CONSUL_HTTP_TOKEN, the name Consul's own tools read (CONSUL_TOKEN works too).
+    consul_token: SecretStr = Field(
+        default=SecretStr(""), validation_alias=AliasChoices("consul_http_token", "consul_token")
+    )
     # The host or IP other services reach this instance at (never a URL);
     # empty: HOST, or this machine's hostname when HOST is a wildcard address.
     advertise_address: str = ""

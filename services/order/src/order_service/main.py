@@ -9,6 +9,7 @@ import httpx
 from fastapi import FastAPI
 
 from meshmart_common.app import LifespanHook, create_app
+from meshmart_common.live_config import COMMON_LIVE_KEYS
 from meshmart_common.messaging.dead_letters import dead_letter_router
 from meshmart_common.messaging.lifespan import bus_factory, messaging_lifespan
 from order_service.api import ROUTERS
@@ -44,6 +45,25 @@ def _closing(client: httpx.AsyncClient) -> LifespanHook:
     return hook
 
 
+def _discovered_upstreams(
+    components: Components, settings: Settings, http: httpx.AsyncClient
+) -> LifespanHook:
+    """Point the product and trade clients at the instances discovery finds."""
+
+    @asynccontextmanager
+    async def hook(app: FastAPI) -> AsyncIterator[None]:
+        components.upstreams = Upstreams.from_resolver(
+            app.state.resolver,
+            settings,
+            http,
+            balancer=app.state.balancer,
+            metrics=app.state.upstream_metrics,
+        )
+        yield
+
+    return hook
+
+
 def build_app(settings: Settings) -> FastAPI:
     """Create the order app for settings."""
     # One connection pool for every call to product and trade.
@@ -69,8 +89,10 @@ def build_app(settings: Settings) -> FastAPI:
             *ROUTERS,
             dead_letter_router(dead_letters=DeadLetter, inbox=InboxEvent, consumers=consumers),
         ],
+        upstreams={"product": settings.product_url, "trade": settings.trade_url},
         lifespan_hooks=[
             _closing(http),
+            _discovered_upstreams(components, settings, http),
             messaging_lifespan(
                 bus_factory(settings, settings.var_dir),
                 publisher=publisher,
@@ -82,6 +104,7 @@ def build_app(settings: Settings) -> FastAPI:
             ),
         ],
         openapi_tags=OPENAPI_TAGS,
+        live_keys=(*COMMON_LIVE_KEYS, "payment_timeout_seconds", "rate_limit_checkout_per_minute"),
     )
     app.state.components = components
     app.state.consumers = consumers

@@ -28,6 +28,10 @@ class Settings(ServiceSettings, MessagingSettings):
     payment_timeout_seconds: int = Field(
         default=900, ge=1, le=7 * 24 * 3600, description="time to pay once stock and trade hold"
     )
+    # Per user and per process (each replica counts on its own); a live setting (Consul KV).
+    rate_limit_checkout_per_minute: int = Field(
+        default=30, ge=0, le=100_000, description="checkouts per minute per user; 0: no limit"
+    )
     max_cart_lines: int = Field(default=50, ge=1, le=500, description="products in one cart")
     max_quantity_per_line: int = Field(
         default=99, ge=1, le=10_000, description="units of one product in a cart or order"

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from meshmart_common.app import create_app
 from meshmart_common.auth import StaticKeySource, jwks_document
+from meshmart_common.live_config import COMMON_LIVE_KEYS
 from meshmart_common.messaging.lifespan import bus_factory, messaging_lifespan
 from user_service.api import addresses, auth, jwks, users
 from user_service.api.deps import Components
@@ -62,6 +63,7 @@ def build_app(settings: Settings) -> FastAPI:
         # The service verifies its own tokens without fetching its own JWKS over HTTP.
         key_source=StaticKeySource(document),
         openapi_tags=OPENAPI_TAGS,
+        live_keys=(*COMMON_LIVE_KEYS, "rate_limit_login_per_minute"),
     )
     app.state.jwks = document
     app.state.components = Components(

@@ -49,6 +49,11 @@ class Settings(ServiceSettings, MessagingSettings):
     login_max_failures: int = Field(default=5, ge=1, le=100)
     login_lockout_base_seconds: int = Field(default=30, ge=1, le=86_400)
     login_lockout_max_seconds: int = Field(default=900, ge=1, le=86_400)
+    # Per client address and per process, on top of the per-account lockout; a
+    # live setting (Consul KV). Generous: many users can share one NAT address.
+    rate_limit_login_per_minute: int = Field(
+        default=60, ge=0, le=100_000, description="logins per minute per client IP; 0: no limit"
+    )
 
     max_addresses_per_user: int = Field(default=20, ge=1, le=1000)
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 
+from meshmart_common.errors import problem_responses
 from meshmart_common.pagination import PageDep
+from meshmart_common.ratelimit import authenticated_user, rate_limited
 from order_service.api.deps import (
     ActorDep,
     CheckoutDep,
@@ -22,6 +24,11 @@ from order_service.domain.order_status import OrderStatus
 from order_service.domain.orders import OrderOutcome
 
 router = APIRouter(prefix="/orders", tags=["orders"])
+
+checkout_rate_limit = rate_limited(
+    "checkout", "rate_limit_checkout_per_minute", key=authenticated_user
+)
+"""Checkouts per user (RATE_LIMIT_CHECKOUT_PER_MINUTE, live); runs after authentication."""
 
 IdempotencyKey = Annotated[
     str | None,
@@ -43,9 +50,13 @@ IdempotencyKey = Annotated[
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=OrderRead,
+    dependencies=[Depends(checkout_rate_limit)],
     responses={
         200: {"model": OrderRead, "description": "A retry: the order made with this key"},
         **problems(401, 409, 422, 502, 503, 504),
+        **problem_responses(
+            429, descriptions={429: "Too many checkouts by this user; see Retry-After"}
+        ),
     },
 )
 async def place_order(

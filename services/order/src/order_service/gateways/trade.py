@@ -45,6 +45,10 @@ class TradeGateway:
                 "points_to_redeem": request.points_to_redeem,
             },
             caller=self.caller,
+            # A quote only reads coupons and points (trade's QuoteService holds
+            # nothing), so asking twice is harmless and a retry may cover a
+            # trade instance that went away mid-call.
+            idempotent=True,
         )
         if response.status_code == 422:
             raise ValidationFailed(

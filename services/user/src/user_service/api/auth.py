@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Depends, Response, status
 
 from meshmart_common.errors import problem_responses
+from meshmart_common.ratelimit import rate_limited
 from user_service.api.deps import AccountServiceDep, AuthenticationServiceDep
 from user_service.api.schemas import (
     LoginRequest,
@@ -16,6 +17,9 @@ from user_service.api.schemas import (
 from user_service.domain.tokens import TokenPair
 
 router = APIRouter(prefix="/auth", tags=["auth"])
+
+login_rate_limit = rate_limited("login", "rate_limit_login_per_minute")
+"""Logins per client address (RATE_LIMIT_LOGIN_PER_MINUTE, live); the lockout is per account."""
 
 
 def _token_response(pair: TokenPair) -> TokenResponse:
@@ -40,7 +44,19 @@ async def register(body: UserRegister, accounts: AccountServiceDep) -> UserRead:
     return UserRead.model_validate(user)
 
 
-@router.post("/login", response_model=TokenResponse, responses=problem_responses(401, 429))
+@router.post(
+    "/login",
+    response_model=TokenResponse,
+    dependencies=[Depends(login_rate_limit)],
+    responses=problem_responses(
+        401,
+        429,
+        descriptions={
+            429: "The account is locked after failed logins, or this client address sent "
+            "too many logins; Retry-After says when to try again"
+        },
+    ),
+)
 async def login(
     body: LoginRequest, auth: AuthenticationServiceDep, response: Response
 ) -> TokenResponse:
