@@ -37,6 +37,45 @@ seed: install ## insert demo data (idempotent)
 rocketmq: install ## run a real RocketMQ 5 (name server + proxy, ports 9876/8081) until Ctrl-C
 	$(UV) run --no-sync python -m meshmart_devstack.rocketmq run
 
+# The whole platform in Docker (README "Run the full platform with Docker").
+# COMPOSE_FILE=docker-compose.yml:docker-compose.replicas.yml runs two product replicas.
+.PHONY: up down
+COMPOSE ?= docker compose
+
+up: ## build the images and start the platform in Docker (gateway http://127.0.0.1:8080)
+	$(COMPOSE) up --detach --build
+	@echo "MeshMart is starting in Docker (the first start takes a few minutes):"
+	@echo "  gateway     http://127.0.0.1:8080  (API docs: /services/<name>/docs)"
+	@echo "  Jaeger      http://127.0.0.1:16686"
+	@echo "  Prometheus  http://127.0.0.1:9090"
+	@echo "  Consul      http://127.0.0.1:8500/ui"
+	@echo "Watch it come up: $(COMPOSE) ps; stop it: make down"
+
+down: ## stop the Docker platform (its data stays; `docker compose down -v` deletes it)
+	$(COMPOSE) down --remove-orphans
+
+# Performance: `make bench` measures a fresh stack of its own (README "Performance");
+# `make load` runs the Locust shoppers against a running one (loadgen/README.md).
+BENCH_QUICK ?=
+SOAK ?=
+BENCH_BACKEND ?= local
+LOAD_USERS ?= 20
+LOAD_SPAWN_RATE ?= 2
+LOAD_DURATION ?= 2m
+
+.PHONY: bench load
+
+bench: install ## measure a fresh stack into var/bench/ (BENCH_QUICK=1, SOAK=1, BENCH_BACKEND=rocketmq)
+	BENCH_QUICK=$(BENCH_QUICK) SOAK=$(SOAK) BENCH_BACKEND=$(BENCH_BACKEND) \
+		$(UV) run --no-sync python -m meshmart_devstack.bench run --out var/bench
+
+load: install ## Locust shoppers, headless, against `make run` or MESHMART_GATEWAY (LOAD_USERS=, LOAD_DURATION=)
+	$(UV) sync --locked --inexact --group load
+	@mkdir -p var/load
+	$(UV) run --no-sync locust -f loadgen/locustfile.py --headless \
+		--users $(LOAD_USERS) --spawn-rate $(LOAD_SPAWN_RATE) --run-time $(LOAD_DURATION) \
+		--csv var/load/locust --html var/load/report.html --only-summary
+
 fmt: install ## format and autofix
 	$(UV) run --no-sync ruff format .
 	$(UV) run --no-sync ruff check --fix .

@@ -19,9 +19,13 @@ Files: the jars in ``var/cache/rocketmq/<version>/lib`` (``$MESHMART_ROCKETMQ_CA
 moves it; Maven keeps its own copy in ``~/.m2``), configs, store and logs in the
 base dir. Java 17 and Maven are needed: ``apt-get install openjdk-17-jre-headless maven``.
 
-The admin tool (``MQAdminStartup``) exits 0 even when a command failed, so its
-output is checked (:func:`check_admin_output`) and every topic is then looked
-up through the proxy (``QueryRoute`` over gRPC) with its message type.
+Topics and consumer groups are created by ``deploy/rocketmq/create-topics.sh``,
+the script docker compose's one-shot ``rocketmq-init`` container runs too; here
+it gets the admin tool's JVM command line (``MQAdminStartup``) as its mqadmin.
+The admin tool exits 0 even when a command failed, so the script (and
+:func:`check_admin_output`, for :meth:`RocketMQServer.admin`) reads its output,
+and every topic is then looked up through the proxy (``QueryRoute`` over gRPC)
+with its message type.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import argparse
 import contextlib
 import fcntl
 import json
+import math
 import os
 import re
 import shutil
@@ -87,6 +92,23 @@ class AdminCommandError(RocketMQError):
         self.command = command
         self.output = output
         self.reason = reason
+
+
+def init_script() -> Path:
+    """``deploy/rocketmq/create-topics.sh`` of this checkout: the topic and group set-up
+    that docker compose's ``rocketmq-init`` container runs as well."""
+    script = Path(__file__).resolve().parents[4] / "deploy" / "rocketmq" / "create-topics.sh"
+    if not script.is_file():
+        raise RocketMQSetupError(f"the RocketMQ set-up script {script} is missing")
+    return script
+
+
+def topology_text(topics: Iterable[TopicSpec], groups: Iterable[str]) -> str:
+    """The topology file ``create-topics.sh`` reads: ``topic NAME TYPE QUEUES`` and
+    ``group NAME`` lines (deploy/rocketmq/topology.txt holds MeshMart's)."""
+    lines = [f"topic {t.name} {t.message_type} {t.queues}" for t in topics]
+    lines += [f"group {name}" for name in dict.fromkeys(groups)]
+    return "".join(line + "\n" for line in lines)
 
 
 def meshmart_topology() -> tuple[tuple[TopicSpec, ...], tuple[str, ...]]:
@@ -807,11 +829,10 @@ class RocketMQServer:
 
     # ---- topics and groups
 
-    def admin(self, *args: str, timeout: float = 120.0) -> str:
-        """Run one ``mqadmin`` command against this server; return its output after
-        check_admin_output (AdminCommandError when it failed)."""
+    def mqadmin_command(self) -> list[str]:
+        """The admin tool's command line (what ``mqadmin`` runs), without arguments."""
         lib = ensure_jars(self.version, self.cache_dir)
-        command = [
+        return [
             require_tool("java"),
             "-Xms32m",
             "-Xmx128m",
@@ -823,8 +844,12 @@ class RocketMQServer:
             "-cp",
             str(lib / "*"),
             "org.apache.rocketmq.tools.command.MQAdminStartup",
-            *args,
         ]
+
+    def admin(self, *args: str, timeout: float = 120.0) -> str:
+        """Run one ``mqadmin`` command against this server; return its output after
+        check_admin_output (AdminCommandError when it failed)."""
+        command = [*self.mqadmin_command(), *args]
         if "-n" not in args:
             command += ["-n", self.namesrv_addr]
         try:
@@ -851,56 +876,60 @@ class RocketMQServer:
         *,
         timeout: float = 60.0,
     ) -> None:
-        """Create (or update) ``topics`` and consumer ``groups`` on the broker, then wait
-        until the proxy routes every topic with its message type."""
+        """Create (or update) ``topics`` and consumer ``groups`` with
+        ``deploy/rocketmq/create-topics.sh``, then wait until the proxy routes every
+        topic with its message type."""
         topic_list = list(topics)
         group_list = list(dict.fromkeys(groups))
-        jobs: list[tuple[str, Path]] = []
+        if not topic_list and not group_list:
+            return
         conf = self.base_dir / "conf"
-        stamp = f"{os.getpid()}-{time.time_ns()}"
-        if topic_list:
-            path = conf / f"topics-{stamp}.json"
-            path.write_text(
-                json.dumps(
-                    [
-                        {
-                            "topicName": t.name,
-                            "readQueueNums": t.queues,
-                            "writeQueueNums": t.queues,
-                            "perm": 6,
-                            "attributes": {"+message.type": t.message_type},
-                        }
-                        for t in topic_list
-                    ]
-                )
-            )
-            jobs.append(("updateTopicList", path))
-        if group_list:
-            path = conf / f"groups-{stamp}.json"
-            path.write_text(json.dumps([{"groupName": g} for g in group_list]))
-            jobs.append(("updateSubGroupList", path))
-        errors: list[BaseException] = []
-
-        def run(command: str, path: Path) -> None:
-            try:
-                self.admin(command, "-b", self.broker_addr, "-f", str(path), timeout=timeout)
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-            finally:
-                path.unlink(missing_ok=True)
-
-        threads = [threading.Thread(target=run, args=job) for job in jobs]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if errors:
-            raise errors[0]
+        conf.mkdir(parents=True, exist_ok=True)
+        path = conf / f"topology-{os.getpid()}-{time.time_ns()}.txt"
+        path.write_text(topology_text(topic_list, group_list))
+        try:
+            self.run_init_script(path, timeout=timeout)
+        finally:
+            path.unlink(missing_ok=True)
         if topic_list:
             self.wait_routes(topic_list, timeout=timeout)
-        if topic_list or group_list:
-            names = ", ".join(f"{t.name} ({t.message_type})" for t in topic_list)
-            self._say(f"RocketMQ topics: {names or '-'}; groups: {', '.join(group_list) or '-'}")
+        names = ", ".join(f"{t.name} ({t.message_type})" for t in topic_list)
+        self._say(f"RocketMQ topics: {names or '-'}; groups: {', '.join(group_list) or '-'}")
+
+    def run_init_script(self, topology: Path, *, timeout: float = 60.0) -> str:
+        """Run ``create-topics.sh`` on the ``topology`` file against this server, with
+        the admin tool's JVM as its mqadmin; its output, or AdminCommandError naming
+        the script's reason (its last line)."""
+        script = init_script()
+        command = [
+            "sh",
+            str(script),
+            "-f",
+            str(topology),
+            "-t",
+            str(max(1, math.ceil(timeout))),
+            self.namesrv_addr,
+            self.broker_addr,
+            *self.mqadmin_command(),
+        ]
+        try:
+            result = subprocess.run(  # noqa: S603 - our own command line
+                command,
+                capture_output=True,
+                text=True,
+                # The script keeps its own deadline; this one only guards against a hang.
+                timeout=timeout + 120,
+                check=False,
+                cwd=self.base_dir,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise AdminCommandError(script.name, str(exc.stdout or ""), "timed out") from exc
+        output = result.stdout + result.stderr
+        if result.returncode != 0:
+            lines = output.strip().splitlines()
+            reason = lines[-1] if lines else f"exit code {result.returncode}"
+            raise AdminCommandError(script.name, output, reason)
+        return output
 
     def create_topic(self, name: str, message_type: MessageType = "NORMAL") -> None:
         """Create one topic (tests: a fresh topic per test keeps tests apart)."""
