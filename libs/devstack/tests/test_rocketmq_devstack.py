@@ -136,6 +136,7 @@ def test_meshmart_topology_is_read_from_the_topology_module() -> None:
         "order-events": "NORMAL",
         "trade-events": "NORMAL",
         "order-timeouts": "DELAY",
+        "audit-events": "NORMAL",
     }
     assert "product-order-events" in groups
     assert len(groups) == len(set(groups))

@@ -1,4 +1,4 @@
-"""Every data route (stats, reports, dead letters) is for admins: 401 without a token, 403."""
+"""Every data route (stats, reports, audit, dead letters) is admin only: else 401 or 403."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ ROUTES = [
     "/api/v1/stats/top-products",
     "/api/v1/reports/daily",
     "/api/v1/reports/daily?format=csv",
+    "/api/v1/audit",
 ]
 
 
@@ -50,6 +51,7 @@ async def test_every_route_is_documented_with_problems_as_problem_json(
         ("/api/v1/admin/dead-letters", "get"),
         ("/api/v1/admin/dead-letters/{dead_letter_id}", "delete"),
         ("/api/v1/admin/dead-letters/{dead_letter_id}/replay", "post"),
+        ("/api/v1/audit", "get"),
         ("/api/v1/reports/daily", "get"),
         ("/api/v1/stats/overview", "get"),
         ("/api/v1/stats/sales", "get"),
@@ -64,3 +66,5 @@ async def test_every_route_is_documented_with_problems_as_problem_json(
     assert set(daily) == {"application/json", "text/csv"}
     sales_params = {p["name"] for p in operations["/api/v1/stats/sales", "get"]["parameters"]}
     assert sales_params == {"from", "to", "granularity"}
+    audit_params = {p["name"] for p in operations["/api/v1/audit", "get"]["parameters"]}
+    assert audit_params == {"actor", "action", "outcome", "from", "to", "page", "page_size"}

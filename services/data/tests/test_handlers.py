@@ -14,6 +14,7 @@ from data_service.repository.models import RawEvent, UserFact
 from meshmart_common.db import Database
 from meshmart_common.events import EVENT_TYPES, UserRegistered
 from meshmart_common.messaging.topology import (
+    AUDIT_EVENTS,
     ORDER_EVENTS,
     ORDER_TIMEOUTS,
     PRODUCT_EVENTS,
@@ -91,14 +92,18 @@ def test_the_groups_read_every_tag_of_every_topic_with_domain_events() -> None:
         "data-all-product-events",
         "data-all-order-events",
         "data-all-trade-events",
+        "data-audit-events",
     ]
     assert {group.topic for group in CONSUMER_GROUPS} == {
         USER_EVENTS,
         PRODUCT_EVENTS,
         ORDER_EVENTS,
         TRADE_EVENTS,
+        AUDIT_EVENTS,
     }
-    assert all(group.tags == ("*",) and group.service == "data" for group in CONSUMER_GROUPS)
+    assert all(group.service == "data" for group in CONSUMER_GROUPS)
+    assert all(group.tags == ("*",) for group in CONSUMER_GROUPS[:4])
+    assert CONSUMER_GROUPS[4].tags == ("audit.recorded",)
     read = {group.topic for group in CONSUMER_GROUPS}
     domain_events = {name for name, model in EVENT_TYPES.items() if model.topic != ORDER_TIMEOUTS}
     assert {name for name in domain_events if EVENT_TYPES[name].topic in read} == domain_events

@@ -18,6 +18,7 @@ from meshmart_common.live_config import COMMON_LIVE_KEYS, admin_config_router, l
 from meshmart_common.observability import HttpMetrics, RequestContextMiddleware, configure_logging
 from meshmart_common.service_client import UpstreamMetrics
 from meshmart_common.settings import ServiceSettings
+from meshmart_common.tracing import configure_tracing, flush_spans, instrument_app
 
 API_PREFIX = "/api/v1"
 
@@ -71,8 +72,15 @@ def create_app(
     the settings named in ``live_keys`` start following Consul KV (consul
     backend only), and GET /api/v1/admin/config shows their effective values
     (``live_keys=None`` leaves live configuration to a hook of the caller's).
+
+    Tracing follows the OTEL_* environment (:mod:`meshmart_common.tracing`):
+    off unless an exporter is asked for; when on, requests, httpx calls and
+    database statements get spans, and the spans still queued are exported
+    at shutdown.
     """
-    configure_logging(settings.log_level, settings.service_name)
+    configure_logging(settings.log_level, settings.service_name, settings.log_format)
+    # OTEL_* from the environment; None (nothing installed) when tracing is off.
+    tracer_provider = configure_tracing(settings)
     database = Database(
         settings.database_url,
         read_url=settings.database_read_url,
@@ -94,6 +102,10 @@ def create_app(
             # Registered first so it runs last: hooks (outbox relay, consumers)
             # may still use the database while they stop, and a hook that
             # fails to start must not leak the pool either.
+            if tracer_provider is not None:
+                # Runs after everything else: the last spans (consumers and
+                # the relay stopping) still reach the collector.
+                stack.push_async_callback(flush_spans)
             stack.push_async_callback(lambda: app.state.database.dispose())
             for hook in (*live, discovery, *lifespan_hooks):
                 await stack.enter_async_context(hook(app))
@@ -127,6 +139,8 @@ def create_app(
         app.include_router(router)
     for router in (*routers, admin_config_router()):
         app.include_router(router, prefix=API_PREFIX)
+    if tracer_provider is not None:
+        instrument_app(app, database)
     return app
 
 

@@ -12,12 +12,14 @@ cents. Times are timezone-aware UTC.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar
+from enum import StrEnum
+from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from meshmart_common.messaging.envelope import EventPayload
 from meshmart_common.messaging.topology import (
+    AUDIT_EVENTS,
     ORDER_EVENTS,
     ORDER_TIMEOUTS,
     PRODUCT_EVENTS,
@@ -286,6 +288,94 @@ class CouponClaimed(EventData):
     code: str
 
 
+# --- audit (every service) -----------------------------------------------------
+
+
+class AuditOutcome(StrEnum):
+    """How an audited action ended."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
+class AuditAction(StrEnum):
+    """The actions the services record, the vocabulary of ``AuditRecorded.action``.
+
+    ``auth.*`` is sign-in and credentials, ``admin.*`` an admin's changes, so
+    the audit list filtered by ``action=admin.`` shows every admin change.
+
+    ``AuditRecorded.action`` is a plain string of this shape, not this enum, so a
+    service may record a new action before the data service is updated.
+    """
+
+    LOGIN_SUCCEEDED = "auth.login.succeeded"
+    LOGIN_FAILED = "auth.login.failed"
+    PASSWORD_CHANGED = "auth.password.changed"  # noqa: S105 - an action name
+    PASSWORD_CHANGE_FAILED = "auth.password.change_failed"  # noqa: S105 - an action name
+    REFRESH_TOKEN_REUSED = "auth.refresh_token.reused"  # noqa: S105 - an action name
+    CATEGORY_CREATED = "admin.category.created"
+    PRODUCT_CREATED = "admin.product.created"
+    PRODUCT_UPDATED = "admin.product.updated"
+    PRODUCT_DELETED = "admin.product.deleted"
+    STOCK_ADJUSTED = "admin.stock.adjusted"
+    CAMPAIGN_CREATED = "admin.campaign.created"
+    POINTS_GRANTED = "admin.points.granted"
+    ORDER_SHIPPED = "admin.order.shipped"
+    ORDER_COMPLETED = "admin.order.completed"
+    ORDER_CANCELLED = "admin.order.cancelled"
+
+
+AUDIT_ACTION_PATTERN = r"^[a-z][a-z_]*(\.[a-z][a-z_]*){1,4}$"
+"""Dotted lower-case words, e.g. ``auth.login.failed``."""
+AUDIT_ACTION_MAX_LENGTH = 64
+AUDIT_EMAIL_MAX_LENGTH = 254
+AUDIT_DETAILS_MAX_ITEMS = 16
+AUDIT_DETAIL_MAX_LENGTH = 200
+
+AuditDetailKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+AuditDetailValue = (
+    Annotated[str, StringConstraints(max_length=AUDIT_DETAIL_MAX_LENGTH)] | int | bool | None
+)
+
+
+class AuditRecorded(EventData):
+    """A security-relevant action happened (or was refused): one entry of the audit log.
+
+    Who (``actor_*``: the account, or for a failed login only the email that
+    was tried), did what (``action``, the ``target``), how it ended
+    (``outcome``), where (``service``, ``request_id``, ``client_ip``), plus a
+    few bounded ``details``. Never a password, a token or a hash. Published
+    through the acting service's outbox in the action's own transaction.
+    """
+
+    event_type = "audit.recorded"
+    topic = AUDIT_EVENTS
+    key_field = "target_id"
+
+    occurred_at: datetime
+    service: str = Field(min_length=1, max_length=32)
+    action: str = Field(max_length=AUDIT_ACTION_MAX_LENGTH, pattern=AUDIT_ACTION_PATTERN)
+    outcome: AuditOutcome
+    actor_id: int | None = None
+    actor_email: str | None = Field(default=None, max_length=AUDIT_EMAIL_MAX_LENGTH)
+    actor_role: str | None = Field(default=None, max_length=16)
+    target_type: str | None = Field(default=None, max_length=32)
+    target_id: str | None = Field(default=None, max_length=128)
+    request_id: str | None = Field(default=None, max_length=128)
+    client_ip: str | None = Field(default=None, max_length=64)
+    details: dict[AuditDetailKey, AuditDetailValue] = Field(
+        default_factory=dict, max_length=AUDIT_DETAILS_MAX_ITEMS
+    )
+
+    def aggregate_key(self) -> str:
+        """The message key: the target (``product:12``), else the actor (``user:7``)."""
+        if self.target_type is not None and self.target_id is not None:
+            return f"{self.target_type}:{self.target_id}"
+        if self.actor_id is not None:
+            return f"user:{self.actor_id}"
+        return "anonymous"
+
+
 EVENT_TYPES: dict[str, type[EventData]] = {
     cls.event_type: cls
     for cls in (
@@ -307,6 +397,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         TradeRejected,
         PointsChanged,
         CouponClaimed,
+        AuditRecorded,
     )
 }
 """Every event type, for parsing an envelope's data by its ``type``."""

@@ -44,6 +44,9 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "INFO"
+    # console: one human-readable line per event (make run); json: one JSON
+    # object per line with request and trace ids (compose, cluster).
+    log_format: Literal["console", "json"] = "console"
     # Proxies whose X-Forwarded-For is believed (comma-separated IPs/CIDRs, or "*");
     # empty: none, the TCP peer is the client.
     forwarded_allow_ips: str = ""

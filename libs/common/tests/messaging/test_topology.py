@@ -45,6 +45,7 @@ def test_domain_topics_are_normal_and_the_timeout_topic_is_delay() -> None:
         "order-events": TopicKind.NORMAL,
         "trade-events": TopicKind.NORMAL,
         "order-timeouts": TopicKind.DELAY,
+        "audit-events": TopicKind.NORMAL,
     }
     assert set(EVENT_TOPICS.values()) <= set(kinds)
 
@@ -73,8 +74,26 @@ def test_each_saga_step_has_its_consumer() -> None:
     assert tags("order-trade-replies") == {"trade.locked", "trade.rejected"}
     assert tags("order-payment-timeouts") == {"order.payment_timeout"}
     data_topics = {group.topic for group in topology.groups_of("data")}
-    assert data_topics == {"user-events", "product-events", "order-events", "trade-events"}
-    assert all(group.tags == (ALL_TAGS,) for group in topology.groups_of("data"))
+    assert data_topics == {
+        "user-events",
+        "product-events",
+        "order-events",
+        "trade-events",
+        "audit-events",
+    }
+    for group in topology.groups_of("data"):
+        expected = ("audit.recorded",) if group.topic == "audit-events" else (ALL_TAGS,)
+        assert group.tags == expected, group.name
+
+
+def test_audit_entries_have_a_topic_of_their_own_that_only_data_reads() -> None:
+    assert EVENT_TOPICS["audit.recorded"] == "audit-events"
+    readers = [group for group in CONSUMER_GROUPS if group.topic == "audit-events"]
+    assert [(group.name, group.service) for group in readers] == [("data-audit-events", "data")]
+    # The domain topics' groups never see audit entries.
+    assert all(
+        "audit.recorded" not in group.tags for group in CONSUMER_GROUPS if group not in readers
+    )
 
 
 def test_lookups_fail_for_unknown_names() -> None:

@@ -23,6 +23,8 @@ from typing import IO
 
 import httpx
 
+from meshmart_common.tracing import TracingConfig
+
 SERVICES: dict[str, int] = {
     "user": 8001,
     "product": 8002,
@@ -65,7 +67,14 @@ class StackConfig:
         # Each process reads its own DATABASE_URL; a shared one would mix services.
         env.pop("DATABASE_URL", None)
         env.update(self.extra_env)
+        # Tracing (OTEL_* passes through): a shared OTEL_SERVICE_NAME would
+        # give all five processes one name in Jaeger.
+        env["OTEL_SERVICE_NAME"] = service
         return env
+
+    def tracing(self) -> TracingConfig:
+        """What the OTEL_* variables the services get ask for (ValueError if unusable)."""
+        return TracingConfig.from_environ({**os.environ, **self.extra_env})
 
 
 def _service_command(service: str, *args: str) -> list[str]:
@@ -257,6 +266,11 @@ def main(argv: Sequence[str] | None = None, out: IO[str] | None = None) -> int:
     config = StackConfig(
         host=args.host, ports=_parse_ports(args.port), var_dir=var_dir, extra_env=extra
     )
+    try:
+        tracing = config.tracing()
+    except ValueError as exc:
+        sink.write(f"error: {exc}\n")
+        return 2
     stack = Stack(config, sink)
     started = time.monotonic()
     try:
@@ -290,6 +304,8 @@ def main(argv: Sequence[str] | None = None, out: IO[str] | None = None) -> int:
     for name in config.ports:
         lines.append(f"  {name:<8} {config.url(name):<24} docs: {config.url(name)}/docs")
     lines += [f"  {line}" for line in seeded if "admin" in line.lower()]
+    hint = "" if tracing.enabled else ' (README: "Seeing a request travel")'
+    lines.append(f"  tracing: {tracing.describe()}{hint}")
     lines.append("Press Ctrl-C to stop.\n")
     sink.write("\n".join(lines) + "\n")
     sink.flush()

@@ -16,6 +16,10 @@ OPENAPI_TAGS = [
     {"name": "stats", "description": "Overview, sales time series and top products (admin)."},
     {"name": "reports", "description": "Daily reports as JSON or CSV (admin)."},
     {
+        "name": "audit",
+        "description": "The audit log: logins, password changes and admin changes (admin).",
+    },
+    {
         "name": "dead letters",
         "description": "Events the consumers could not handle: list, replay, discard (admin).",
     },
@@ -29,8 +33,9 @@ def build_app(settings: Settings) -> FastAPI:
         title="MeshMart data service",
         description=(
             "Analytics over every domain event: overview stats, a sales time series, "
-            "top products and daily reports (JSON or CSV). Admin only. Money is integer "
-            "cents, times are UTC; errors are RFC 9457 problem details."
+            "top products and daily reports (JSON or CSV), and the audit log of every "
+            "service. Admin only. Money is integer cents, times are UTC; errors are "
+            "RFC 9457 problem details."
         ),
         routers=[
             *ROUTERS,

@@ -15,6 +15,7 @@ from meshmart_common.messaging.lifespan import bus_factory, messaging_lifespan
 from order_service.api import ROUTERS
 from order_service.components import Components
 from order_service.domain.clock import SystemClock
+from order_service.events.metrics import OrderMetrics
 from order_service.events.outbox import OutboxSink, order_publisher
 from order_service.events.saga import saga_consumers
 from order_service.gateways.upstreams import Upstreams
@@ -69,11 +70,12 @@ def build_app(settings: Settings) -> FastAPI:
     # One connection pool for every call to product and trade.
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=100, max_keepalive_connections=20))
     publisher = order_publisher()
+    business_metrics = OrderMetrics()
     components = Components(
         settings=settings,
         clock=SystemClock(),
         # Events go into the outbox in the transaction of their change.
-        event_sink=OutboxSink(publisher),
+        event_sink=OutboxSink(publisher, metrics=business_metrics),
         upstreams=Upstreams.from_settings(settings, http),
     )
     consumers = saga_consumers(components)
@@ -106,6 +108,8 @@ def build_app(settings: Settings) -> FastAPI:
         openapi_tags=OPENAPI_TAGS,
         live_keys=(*COMMON_LIVE_KEYS, "payment_timeout_seconds", "rate_limit_checkout_per_minute"),
     )
+    business_metrics.export_to(app.state.metrics.registry)
+    app.state.order_metrics = business_metrics
     app.state.components = components
     app.state.consumers = consumers
     return app

@@ -36,6 +36,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from meshmart_common import tracing
 from meshmart_common.db import Database
 from meshmart_common.messaging.bus import MessageBus, ReceivedMessage
 from meshmart_common.messaging.envelope import (
@@ -44,14 +45,20 @@ from meshmart_common.messaging.envelope import (
     InvalidEnvelope,
     InvalidEvent,
 )
+from meshmart_common.messaging.metrics import BacklogCounter, MessagingMetrics
 from meshmart_common.messaging.models import DeadLetterMixin, InboxMixin
 from meshmart_common.messaging.settings import ConsumerSettings
 from meshmart_common.messaging.topology import ConsumerGroupSpec
+from meshmart_common.observability import bind_request_id, request_id_scope
 
 logger = logging.getLogger("meshmart.messaging.consumer")
 
 MAX_ERROR_CHARS = 16_000
 _PRUNE_CHUNK = 1000
+REQUEST_ID_PROPERTY = "request_id"
+"""Message property with the id of the request that caused the event (when the producer sets
+it); log lines written while handling the event carry it, else the event id."""
+_BACKLOG_INTERVAL_SECONDS = 5.0
 
 P = TypeVar("P", bound=EventPayload)
 
@@ -235,10 +242,13 @@ class ConsumerRunner:
         inbox: type[InboxMixin],
         dead_letters: type[DeadLetterMixin],
         settings: ConsumerSettings | None = None,
+        metrics: MessagingMetrics | None = None,
     ) -> None:
         self.bus = bus
         self.database = database
         self.group = group
+        self.metrics = metrics or MessagingMetrics()
+        self.metrics.declare_group(group)
         self.handler = handler
         self.inbox = inbox
         self.dead_letters = dead_letters
@@ -254,10 +264,23 @@ class ConsumerRunner:
     # --- one message ---------------------------------------------------------------
 
     async def process(self, message: ReceivedMessage) -> Outcome:
-        """Handle, retry or park ``message`` and settle it with the bus; never raises."""
+        """Handle, retry or park ``message`` and settle it with the bus; never raises.
+
+        All of it runs in a CONSUMER span whose parent is the producer's span
+        (the trace context travels in the message properties).
+        """
+        with tracing.process_span(
+            message, group=self.group.name, system=tracing.messaging_system(self.bus)
+        ) as span:
+            outcome = await self._process(message)
+            tracing.record_outcome(span, outcome.value)
+            return outcome
+
+    async def _process(self, message: ReceivedMessage) -> Outcome:
         try:
             envelope = CloudEvent.from_json(message.body)
         except InvalidEnvelope as exc:
+            bind_request_id(message.properties.get(REQUEST_ID_PROPERTY) or message.message_id)
             logger.error(
                 "group %s: message %s is not a CloudEvent; parking it: %s",
                 self.group.name,
@@ -274,6 +297,9 @@ class ConsumerRunner:
             properties=message.properties,
             delivery_attempt=message.delivery_attempt,
         )
+        # For the log lines of the handling (receive_and_process scopes it to this message).
+        bind_request_id(message.properties.get(REQUEST_ID_PROPERTY) or event.id)
+        self.metrics.record_received(self.group, envelope.time)
         # A failure of an earlier delivery left a "retrying" row; success clears it.
         clear = self._clear_failure(message) if message.delivery_attempt > 1 else None
         try:
@@ -309,6 +335,7 @@ class ConsumerRunner:
         *,
         park: bool,
     ) -> Outcome:
+        tracing.record_failure(exc)
         recorded = await self._best_effort(self._record_failure(message, envelope, exc, park=park))
         if park:
             if recorded:
@@ -434,8 +461,17 @@ class ConsumerRunner:
         for message in messages:
             if self._stopping:
                 break  # the rest come back after their invisible duration
-            outcomes.append(await self.process(message))
+            with request_id_scope():
+                outcome = await self.process(message)
+            self.metrics.record_outcome(self.group.name, outcome)
+            outcomes.append(outcome)
         return outcomes
+
+    async def refresh_backlog(self) -> None:
+        """Set the group's backlog gauge, when the bus can count (the local bus can)."""
+        if isinstance(self.bus, BacklogCounter):
+            count = await self.bus.backlog(self.group.name, self.group.topic, self.group.tags)
+            self.metrics.record_backlog(self.group.name, count)
 
     async def prune_inbox(self, *, now: datetime | None = None) -> int:
         """Delete this group's inbox rows older than ``inbox_retention``; return how many."""
@@ -499,6 +535,7 @@ class ConsumerRunner:
             self._stop_event = asyncio.Event()
         loop = asyncio.get_running_loop()
         next_prune = loop.time() + self.settings.prune_interval.total_seconds()
+        next_backlog = loop.time()
         while not self._stopping:
             try:
                 await self.receive_and_process()
@@ -524,6 +561,12 @@ class ConsumerRunner:
                     await self.prune_inbox()
                 except Exception:
                     logger.exception("group %s: inbox prune failed", self.group.name)
+            if loop.time() >= next_backlog:
+                next_backlog = loop.time() + _BACKLOG_INTERVAL_SECONDS
+                try:
+                    await self.refresh_backlog()
+                except Exception as exc:  # a metric must never stop the consumer
+                    logger.debug("group %s: backlog not counted: %r", self.group.name, exc)
 
     async def _sleep(self, seconds: float) -> None:
         assert self._stop_event is not None

@@ -22,7 +22,9 @@
 
 At start-up the hook creates and starts the bus (``app.state.bus``), adds the
 readiness check "bus", and starts the outbox relay (``app.state.outbox_relay``)
-and one runner per consumer (``app.state.consumer_runners``). A bus that
+and one runner per consumer (``app.state.consumer_runners``), all counting
+into one MessagingMetrics in the app's registry (``app.state.messaging_metrics``,
+served at /metrics). A bus that
 cannot start yet does not keep the service down: the hook keeps trying in the
 background while /readyz reports "bus" failing, and the relay and consumers
 back off until it is there. At shutdown it stops the consumers (each finishes
@@ -48,6 +50,7 @@ from meshmart_common.messaging.backoff import Backoff
 from meshmart_common.messaging.bus import MessageBus
 from meshmart_common.messaging.consumer import ConsumerRunner, ConsumerSpec
 from meshmart_common.messaging.local_bus import LocalBus
+from meshmart_common.messaging.metrics import MessagingMetrics
 from meshmart_common.messaging.models import DeadLetterMixin, InboxMixin
 from meshmart_common.messaging.outbox import EventPublisher, OutboxRelay
 from meshmart_common.messaging.settings import ConsumerSettings, MessagingSettings, RelaySettings
@@ -103,6 +106,16 @@ async def _start_until_up(bus: MessageBus) -> None:
         return
 
 
+def _messaging_metrics(app: FastAPI) -> MessagingMetrics:
+    # One per app, in its registry; kept across restarts of the app (tests),
+    # since a registry refuses a second series of the same name.
+    metrics: MessagingMetrics | None = getattr(app.state, "messaging_metrics", None)
+    if metrics is None:
+        metrics = MessagingMetrics(app.state.metrics.registry)
+        app.state.messaging_metrics = metrics
+    return metrics
+
+
 def messaging_lifespan(
     make_bus: BusFactory,
     *,
@@ -127,6 +140,7 @@ def messaging_lifespan(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database: Database = app.state.database
+        metrics = _messaging_metrics(app)
         bus = make_bus()
         app.state.bus = bus
         app.state.readiness.add("bus", bus.ping)
@@ -149,6 +163,7 @@ def messaging_lifespan(
                     publisher.outbox,
                     settings=relay_settings,
                     signal=publisher.signal,
+                    metrics=metrics,
                 )
                 relay.start()
                 app.state.outbox_relay = relay
@@ -164,6 +179,7 @@ def messaging_lifespan(
                     inbox=inbox,
                     dead_letters=dead_letters,
                     settings=consumer_settings,
+                    metrics=metrics,
                 )
                 runner.start()
                 runners.append(runner)

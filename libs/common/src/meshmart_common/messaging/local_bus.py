@@ -253,6 +253,12 @@ class LocalBus:
         """Delete acked and expired messages now; return how many messages went."""
         return await self._run(self._prune)
 
+    async def backlog(self, group: str, topic: str, tags: Collection[str]) -> int:
+        """Due messages of ``topic`` with one of ``tags`` that ``group`` has not acked
+        (handed out or not; a delayed message counts once its time has come)."""
+        tag_filter = None if ALL_TAGS in tags else tuple(sorted(set(tags)))
+        return await self._run(self._backlog, group, topic, tag_filter)
+
     # --- plumbing ----------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -318,6 +324,34 @@ class LocalBus:
 
     def _ping(self) -> None:
         self._db.execute("SELECT 1 FROM bus_groups LIMIT 1").fetchall()
+
+    def _backlog(self, group: str, topic: str, tags: tuple[str, ...] | None) -> int:
+        db = self._db
+        now = time.time()
+        db.execute("BEGIN")  # one snapshot: a receive elsewhere moves messages between the two
+        try:
+            row = db.execute(
+                "SELECT cursor FROM bus_groups WHERE group_name = ? AND topic = ?", (group, topic)
+            ).fetchone()
+            held = db.execute(
+                "SELECT COUNT(*) FROM bus_deliveries d JOIN bus_messages m ON m.seq = d.seq "
+                "WHERE d.group_name = ? AND d.topic = ? AND m.deliver_at <= ?",
+                (group, topic, now),
+            ).fetchone()[0]
+            params: list[Any] = [topic, row[0] if row is not None else 0, now]
+            tag_clause = ""
+            if tags is not None:
+                tag_clause = f" AND tag IN ({', '.join('?' * len(tags))})"
+                params.extend(tags)
+            # Only "?" placeholders are spliced in; every value is a parameter.
+            unseen = db.execute(
+                "SELECT COUNT(*) FROM bus_messages "  # noqa: S608
+                "WHERE topic = ? AND seq > ? AND deliver_at <= ?" + tag_clause,
+                params,
+            ).fetchone()[0]
+        finally:
+            db.execute("COMMIT")
+        return int(held) + int(unseen)
 
     def _publish(self, message: OutgoingMessage) -> str:
         now = time.time()

@@ -36,9 +36,11 @@ from sqlalchemy import and_, delete, event, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from meshmart_common import tracing
 from meshmart_common.db import Database
 from meshmart_common.messaging.bus import MessageBus, OutgoingMessage
 from meshmart_common.messaging.envelope import CloudEvent, EventPayload
+from meshmart_common.messaging.metrics import MessagingMetrics
 from meshmart_common.messaging.models import OutboxMixin
 from meshmart_common.messaging.settings import RelaySettings
 from meshmart_common.messaging.topology import TOPICS, TopicKind
@@ -47,6 +49,7 @@ logger = logging.getLogger("meshmart.messaging.outbox")
 
 _PRUNE_CHUNK = 1000
 _SIGNALS_INFO_KEY = "meshmart.outbox_signals"
+_STATS_INTERVAL_SECONDS = 1.0
 
 
 def _now() -> datetime:
@@ -104,8 +107,10 @@ class EventPublisher:
     """Writes events into a service's outbox, inside the caller's transaction.
 
     ``source`` is the CloudEvents source of every event (``/meshmart/order``).
-    ``context_properties``, when given, is called at each publish for message
-    properties to add (tracing puts the current W3C trace context there).
+    ``context_properties`` is called at each publish for message properties
+    to store with the row; by default the current W3C trace context
+    (``traceparent``, ``tracestate``; nothing while tracing is off), so the
+    trace goes on through the outbox. ``None`` stores none.
     """
 
     def __init__(
@@ -113,7 +118,7 @@ class EventPublisher:
         outbox: type[OutboxMixin],
         *,
         source: str,
-        context_properties: Callable[[], Mapping[str, str]] | None = None,
+        context_properties: Callable[[], Mapping[str, str]] | None = tracing.context_properties,
     ) -> None:
         self.outbox = outbox
         self.source = source
@@ -204,10 +209,12 @@ class OutboxRelay:
         *,
         settings: RelaySettings | None = None,
         signal: OutboxSignal | None = None,
+        metrics: MessagingMetrics | None = None,
     ) -> None:
         self.database = database
         self.bus = bus
         self.outbox = outbox
+        self.metrics = metrics or MessagingMetrics()
         self.settings = settings or RelaySettings()
         self.signal = signal or OutboxSignal()
         self.relay_id = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
@@ -234,16 +241,22 @@ class OutboxRelay:
             if self._stopping:
                 break  # released below; the next start picks them up
             try:
-                message_id = await self.bus.publish(
-                    OutgoingMessage(
-                        topic=row.topic,
-                        tag=row.event_type,
-                        key=row.message_key,
-                        body=row.body.encode(),
-                        properties=dict(row.properties or {}),
-                        deliver_at=row.deliver_at,
-                    )
+                outgoing = OutgoingMessage(
+                    topic=row.topic,
+                    tag=row.event_type,
+                    key=row.message_key,
+                    body=row.body.encode(),
+                    properties=dict(row.properties or {}),
+                    deliver_at=row.deliver_at,
                 )
+                # A PRODUCER span below the request that wrote the row (its
+                # context is in the stored properties); the message carries
+                # the span's own context to the consumers.
+                with tracing.send_span(
+                    outgoing, system=tracing.messaging_system(self.bus), event_id=row.event_id
+                ) as send:
+                    message_id = await self.bus.publish(send.message)
+                    send.sent(message_id)
             except Exception as exc:
                 failure = exc
                 break
@@ -256,6 +269,7 @@ class OutboxRelay:
                     "claimed_until": None,
                 }
             )
+        self.metrics.outbox_published.inc(len(sent))
         published_ids = {entry["id"] for entry in sent}
         await self._finish(sent, [row.id for row in rows if row.id not in published_ids])
         if failure is not None:
@@ -371,6 +385,12 @@ class OutboxRelay:
         age = max(timedelta(0), _now() - oldest) if oldest is not None else None
         return OutboxStats(backlog=int(count), oldest_unsent_age=age)
 
+    async def refresh_metrics(self) -> OutboxStats:
+        """Set the outbox_backlog and outbox_oldest_unsent_age_seconds gauges from :meth:`stats`."""
+        stats = await self.stats()
+        self.metrics.record_outbox(stats.backlog, stats.oldest_unsent_age)
+        return stats
+
     # --- the background task -------------------------------------------------------
 
     def start(self) -> None:
@@ -403,7 +423,15 @@ class OutboxRelay:
             self._stop_event = asyncio.Event()
         loop = asyncio.get_running_loop()
         next_prune = loop.time()
+        next_stats = loop.time()
         while not self._stopping:
+            if loop.time() >= next_stats:
+                # Each round at most once a second: one indexed COUNT on the outbox.
+                next_stats = loop.time() + _STATS_INTERVAL_SECONDS
+                try:
+                    await self.refresh_metrics()
+                except Exception as exc:  # a metric must never stop the relay
+                    logger.debug("outbox stats not read: %r", exc)
             try:
                 published = await self.publish_batch()
             except Exception as exc:

@@ -2,6 +2,8 @@
 
 Each domain owns one NORMAL topic and publishes its events there with the
 event type as the message tag; the payment timeout travels on a DELAY topic.
+Audit entries (``audit.recorded``) of every service share one topic of their
+own, ``audit-events``, which only the data service's audit log reads.
 A consumer group reads exactly one topic (filtered by tags) and keeps its own
 progress, so each service gets every event it subscribes to.
 
@@ -53,6 +55,7 @@ PRODUCT_EVENTS = "product-events"
 ORDER_EVENTS = "order-events"
 TRADE_EVENTS = "trade-events"
 ORDER_TIMEOUTS = "order-timeouts"
+AUDIT_EVENTS = "audit-events"
 
 # --- event types (message tags) -----------------------------------------------
 
@@ -76,6 +79,8 @@ PRODUCT_UPDATED = "product.updated"
 STOCK_CHANGED = "stock.changed"
 POINTS_CHANGED = "points.changed"
 COUPON_CLAIMED = "coupon.claimed"
+# Security-relevant actions (logins, password changes, admin edits), from every service.
+AUDIT_RECORDED = "audit.recorded"
 
 EVENT_TOPICS: dict[str, str] = {
     USER_REGISTERED: USER_EVENTS,
@@ -96,6 +101,7 @@ EVENT_TOPICS: dict[str, str] = {
     COUPON_CLAIMED: TRADE_EVENTS,
     TRADE_REJECTED: TRADE_EVENTS,
     ORDER_PAYMENT_TIMEOUT: ORDER_TIMEOUTS,
+    AUDIT_RECORDED: AUDIT_EVENTS,
 }
 """Which topic carries each event type."""
 
@@ -109,6 +115,15 @@ TOPICS: tuple[TopicSpec, ...] = (
         TopicKind.DELAY,
         "order",
         "Delayed order.payment_timeout messages the order service sends itself.",
+    ),
+    # One topic for the audit entries of every service, apart from the domain
+    # topics: the analytics consumers never see them, and access to (and the
+    # retention of) who-did-what can be set for this topic alone.
+    TopicSpec(
+        AUDIT_EVENTS,
+        TopicKind.NORMAL,
+        "platform",
+        "Audit entries (audit.recorded) of user, product, order and trade.",
     ),
 )
 
@@ -163,6 +178,13 @@ CONSUMER_GROUPS: tuple[ConsumerGroupSpec, ...] = (
             f"Every event of {topic} into the analytics tables.",
         )
         for topic in (USER_EVENTS, PRODUCT_EVENTS, ORDER_EVENTS, TRADE_EVENTS)
+    ),
+    ConsumerGroupSpec(
+        "data-audit-events",
+        AUDIT_EVENTS,
+        (AUDIT_RECORDED,),
+        "data",
+        "Audit entries into the audit log (GET /api/v1/audit).",
     ),
 )
 

@@ -1,4 +1,4 @@
-"""Dependencies of the data API: the stats service on the read session, problem responses."""
+"""Dependencies of the data API: the stats and the audit log on the read session, problems."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends
 
+from data_service.domain.audit import AuditLog
 from data_service.domain.stats import StatsService
 from meshmart_common.db import ReadSessionDep
 from meshmart_common.errors import problem_responses
@@ -17,6 +18,14 @@ def _stats(session: ReadSessionDep) -> StatsService:
 
 StatsDep = Annotated[StatsService, Depends(_stats)]
 """Stats on the read-only session (the replica when one is configured)."""
+
+
+def _audit_log(session: ReadSessionDep) -> AuditLog:
+    return AuditLog(session)
+
+
+AuditLogDep = Annotated[AuditLog, Depends(_audit_log)]
+"""The audit log on the read-only session."""
 
 _PROBLEM_TEXT = {
     401: "No valid bearer token",

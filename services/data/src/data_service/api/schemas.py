@@ -18,7 +18,10 @@ from data_service.domain.stats import (
     SalesSeries,
 )
 from data_service.domain.times import as_utc
+from data_service.repository.models import AuditEntry
 from data_service.repository.stats import ProductSales
+from meshmart_common.events import AuditOutcome
+from meshmart_common.pagination import Page
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
@@ -173,3 +176,48 @@ class DailyReportRead(BaseModel):
             new_users=report.new_users,
             top_products=[ProductSalesRead.of(p) for p in report.top_products],
         )
+
+
+class AuditEntryRead(BaseModel):
+    """One audit log entry: who did what, how it ended, through which request."""
+
+    id: int
+    event_id: str = Field(description="the audit.recorded event's id (unique)")
+    occurred_at: datetime
+    service: str = Field(description="the service that recorded it", examples=["user"])
+    action: str = Field(examples=["auth.login.failed", "admin.product.updated"])
+    outcome: AuditOutcome
+    actor_id: int | None = Field(description="the account; null when unknown (failed login)")
+    actor_email: str | None = Field(
+        description="the account's email, or the email a failed login tried"
+    )
+    actor_role: str | None
+    target_type: str | None = Field(examples=["product"])
+    target_id: str | None = Field(examples=["12"])
+    request_id: str | None = Field(description="X-Request-ID of the request that acted")
+    client_ip: str | None
+    details: dict[str, Any] = Field(description="a few bounded facts, never a secret")
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> AuditEntryRead:
+        """Render a stored entry."""
+        return cls(
+            id=entry.id,
+            event_id=entry.event_id,
+            occurred_at=entry.occurred_at,
+            service=entry.service,
+            action=entry.action,
+            outcome=AuditOutcome(entry.outcome),
+            actor_id=entry.actor_id,
+            actor_email=entry.actor_email,
+            actor_role=entry.actor_role,
+            target_type=entry.target_type,
+            target_id=entry.target_id,
+            request_id=entry.request_id,
+            client_ip=entry.client_ip,
+            details=entry.details,
+        )
+
+
+AuditEntryPage = Page[AuditEntryRead]
+"""One page of audit entries, newest first."""

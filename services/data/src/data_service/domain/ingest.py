@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from data_service.domain.audit import record_entry
 from data_service.domain.orders import OrderStatus, next_status
 from data_service.domain.times import as_utc
 from data_service.repository.ingest import IngestRepository, LineRow
@@ -35,6 +36,7 @@ from data_service.repository.models import (
 )
 from meshmart_common.db import utc_now
 from meshmart_common.events import (
+    AuditRecorded,
     EventData,
     OrderAwaitingPayment,
     OrderCancelled,
@@ -99,7 +101,7 @@ async def ingest(
     )
     if not recorded:
         return False
-    await _apply(repository, data, occurred)
+    await _apply(repository, event_id, data, occurred)
     await repository.flush()
     return True
 
@@ -131,7 +133,9 @@ async def record_unknown(
     )
 
 
-async def _apply(repository: IngestRepository, data: EventData, occurred: datetime) -> None:
+async def _apply(
+    repository: IngestRepository, event_id: str, data: EventData, occurred: datetime
+) -> None:
     match data:
         case UserRegistered():
             await repository.add_user(data.user_id, data.registered_at)
@@ -171,6 +175,8 @@ async def _apply(repository: IngestRepository, data: EventData, occurred: dateti
             order = await _order(repository, data.order_id, OrderStatus.COMPLETED, occurred)
             order.user_id = data.user_id
             order.completed_at = occurred
+        case AuditRecorded():
+            await record_entry(repository.session, event_id, data)
         case _:
             # Stock, trade, points and coupon events are kept in the raw log only.
             pass

@@ -2,9 +2,11 @@
 
 Four consumer groups, ``data-all-<topic>``, read every tag of user-events,
 product-events, order-events and trade-events (one group per topic, see
-docs/messaging.md). Each runs :func:`consume`, which the consumer runner calls
-inside the transaction that also writes the event's inbox row; a redelivered
-event therefore changes nothing, and ingest is idempotent on its own as well.
+docs/messaging.md); a fifth, ``data-audit-events``, reads audit.recorded from
+audit-events into the audit log. Each runs :func:`consume`, which the consumer
+runner calls inside the transaction that also writes the event's inbox row; a
+redelivered event therefore changes nothing, and ingest is idempotent on its
+own as well.
 
 - a known type (``meshmart_common.events.EVENT_TYPES``) is parsed into its
   payload model and ingested;
@@ -36,6 +38,7 @@ from meshmart_common.messaging.consumer import (
     PermanentEventError,
 )
 from meshmart_common.messaging.topology import (
+    AUDIT_EVENTS,
     ORDER_EVENTS,
     PRODUCT_EVENTS,
     TRADE_EVENTS,
@@ -47,10 +50,11 @@ from meshmart_common.messaging.topology import (
 logger = logging.getLogger("data.events")
 
 TOPICS: tuple[str, ...] = (USER_EVENTS, PRODUCT_EVENTS, ORDER_EVENTS, TRADE_EVENTS)
-"""The topics the data service reads, every tag of each."""
+"""The domain topics the data service reads, every tag of each."""
 
-CONSUMER_GROUPS: tuple[ConsumerGroupSpec, ...] = tuple(
-    consumer_group(f"data-all-{topic}") for topic in TOPICS
+CONSUMER_GROUPS: tuple[ConsumerGroupSpec, ...] = (
+    *(consumer_group(f"data-all-{topic}") for topic in TOPICS),
+    consumer_group(f"data-{AUDIT_EVENTS}"),
 )
 """The data service's consumer groups, one per topic (declared in the topology)."""
 

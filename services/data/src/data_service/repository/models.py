@@ -16,12 +16,17 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     ForeignKey,
+    Index,
     Integer,
     String,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from meshmart_common.db import UTCDateTime, naming_metadata
+from meshmart_common.events import (
+    AUDIT_ACTION_MAX_LENGTH,
+    AUDIT_EMAIL_MAX_LENGTH,
+)
 from meshmart_common.messaging.models import DeadLetterMixin, InboxMixin
 
 # Written in UTC, read back timezone-aware UTC. DATETIME(6) on MySQL/MariaDB, as
@@ -36,6 +41,13 @@ SKU_LENGTH = 64
 STATUS_LENGTH = 20
 COUPON_LENGTH = 64
 REASON_LENGTH = 200
+AUDIT_SERVICE_LENGTH = 32
+AUDIT_OUTCOME_LENGTH = 16
+AUDIT_ROLE_LENGTH = 16
+AUDIT_TARGET_TYPE_LENGTH = 32
+AUDIT_TARGET_ID_LENGTH = 128
+AUDIT_REQUEST_ID_LENGTH = 128
+AUDIT_CLIENT_IP_LENGTH = 64
 
 
 class Base(DeclarativeBase):
@@ -121,6 +133,38 @@ class OrderLineFact(Base):
     product_id: Mapped[int] = mapped_column(Integer, index=True)
     quantity: Mapped[int] = mapped_column(Integer)
     unit_price_cents: Mapped[int] = mapped_column(BigInteger)
+
+
+class AuditEntry(Base):
+    """One entry of the audit log (an audit.recorded event), listed newest first.
+
+    Written once per event id; the indexes serve the list's filters (actor id
+    or email, action, time), each with the time for the newest-first order.
+    """
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (
+        Index("ix_audit_entries_occurred_at_id", "occurred_at", "id"),
+        Index("ix_audit_entries_actor_id_occurred_at", "actor_id", "occurred_at"),
+        Index("ix_audit_entries_actor_email_occurred_at", "actor_email", "occurred_at"),
+        Index("ix_audit_entries_action_occurred_at", "action", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(EVENT_ID_LENGTH), unique=True)
+    occurred_at: Mapped[datetime] = mapped_column(Timestamp)
+    service: Mapped[str] = mapped_column(String(AUDIT_SERVICE_LENGTH))
+    action: Mapped[str] = mapped_column(String(AUDIT_ACTION_MAX_LENGTH))
+    outcome: Mapped[str] = mapped_column(String(AUDIT_OUTCOME_LENGTH))
+    actor_id: Mapped[int | None] = mapped_column(BigInteger)
+    # Lower-cased, so that the actor filter matches whatever case was typed.
+    actor_email: Mapped[str | None] = mapped_column(String(AUDIT_EMAIL_MAX_LENGTH))
+    actor_role: Mapped[str | None] = mapped_column(String(AUDIT_ROLE_LENGTH))
+    target_type: Mapped[str | None] = mapped_column(String(AUDIT_TARGET_TYPE_LENGTH))
+    target_id: Mapped[str | None] = mapped_column(String(AUDIT_TARGET_ID_LENGTH))
+    request_id: Mapped[str | None] = mapped_column(String(AUDIT_REQUEST_ID_LENGTH))
+    client_ip: Mapped[str | None] = mapped_column(String(AUDIT_CLIENT_IP_LENGTH))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
 class InboxEvent(InboxMixin, Base):

@@ -6,7 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 
+from meshmart_common.audit import AuditContext, CallerAuditDep
 from meshmart_common.errors import problem_responses
+from meshmart_common.events import AuditAction
 from meshmart_common.pagination import PageDep
 from meshmart_common.ratelimit import authenticated_user, rate_limited
 from order_service.api.deps import (
@@ -21,7 +23,8 @@ from order_service.api.deps import (
 from order_service.api.schemas import MAX_ID, VISIBLE_ASCII, OrderCreate, OrderPage, OrderRead
 from order_service.domain.checkout import CheckoutRequest
 from order_service.domain.order_status import OrderStatus
-from order_service.domain.orders import OrderOutcome
+from order_service.domain.orders import CANCELLED_BY_ADMIN, OrderOutcome
+from order_service.domain.outbox_port import OutgoingEvent
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 
@@ -117,8 +120,24 @@ async def get_order(order_id: OrderId, actor: ActorDep, orders: OrdersReadDep) -
     return OrderRead.of(await orders.get(actor, order_id))
 
 
-async def _done(outcome: OrderOutcome, outbox: OutboxDep) -> OrderRead:
-    await outbox.emit(outcome.events)
+async def _done(
+    outcome: OrderOutcome,
+    outbox: OutboxDep,
+    *,
+    audit: AuditContext | None = None,
+    action: AuditAction | None = None,
+) -> OrderRead:
+    events = outcome.events
+    if audit is not None and action is not None:
+        # An admin's step on an order: its audit entry commits with the change.
+        entry = audit.entry(
+            action,
+            target_type="order",
+            target_id=outcome.order.id,
+            details={"user_id": outcome.order.user_id, "status": outcome.order.status},
+        )
+        events = [*events, OutgoingEvent(entry)]
+    await outbox.emit(events)
     return OrderRead.of(outcome.order)
 
 
@@ -134,20 +153,28 @@ async def pay_order(
 
 @router.post("/{order_id}/cancel", response_model=OrderRead, responses=problems(401, 404, 409, 422))
 async def cancel_order(
-    order_id: OrderId, actor: ActorDep, orders: OrdersDep, outbox: OutboxDep
+    order_id: OrderId, actor: ActorDep, orders: OrdersDep, outbox: OutboxDep, audit: CallerAuditDep
 ) -> OrderRead:
-    """Cancel an AWAITING_PAYMENT order (owner or admin); stock and points are released."""
-    return await _done(await orders.cancel(actor, order_id), outbox)
+    """Cancel an AWAITING_PAYMENT order (owner or admin); stock and points are released.
+
+    An admin cancelling another user's order is audited (admin.order.cancelled).
+    """
+    outcome = await orders.cancel(actor, order_id)
+    by_admin = outcome.order.cancellation_reason == CANCELLED_BY_ADMIN
+    return await _done(
+        outcome, outbox, audit=audit, action=AuditAction.ORDER_CANCELLED if by_admin else None
+    )
 
 
 @router.post(
     "/{order_id}/ship", response_model=OrderRead, responses=problems(401, 403, 404, 409, 422)
 )
 async def ship_order(
-    order_id: OrderId, actor: ActorDep, orders: OrdersDep, outbox: OutboxDep
+    order_id: OrderId, actor: ActorDep, orders: OrdersDep, outbox: OutboxDep, audit: CallerAuditDep
 ) -> OrderRead:
-    """Mark a PAID order shipped (admin)."""
-    return await _done(await orders.ship(actor, order_id), outbox)
+    """Mark a PAID order shipped (admin, audited)."""
+    outcome = await orders.ship(actor, order_id)
+    return await _done(outcome, outbox, audit=audit, action=AuditAction.ORDER_SHIPPED)
 
 
 @router.post(
@@ -156,7 +183,8 @@ async def ship_order(
     responses=problems(401, 403, 404, 409, 422),
 )
 async def complete_order(
-    order_id: OrderId, actor: ActorDep, orders: OrdersDep, outbox: OutboxDep
+    order_id: OrderId, actor: ActorDep, orders: OrdersDep, outbox: OutboxDep, audit: CallerAuditDep
 ) -> OrderRead:
-    """Mark a SHIPPED order completed (admin)."""
-    return await _done(await orders.complete(actor, order_id), outbox)
+    """Mark a SHIPPED order completed (admin, audited)."""
+    outcome = await orders.complete(actor, order_id)
+    return await _done(outcome, outbox, audit=audit, action=AuditAction.ORDER_COMPLETED)

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from meshmart_common.events import EventData
 from meshmart_common.messaging.outbox import EventPublisher
+from order_service.events.metrics import OrderMetrics
 from order_service.repository.models import OutboxEvent
 
 SOURCE = "/meshmart/order"
@@ -38,10 +39,15 @@ def not_before(deliver_at: datetime) -> datetime:
 
 
 class OutboxSink:
-    """An EventSink that publishes through ``publisher`` in the caller's transaction."""
+    """An EventSink that publishes through ``publisher`` in the caller's transaction.
 
-    def __init__(self, publisher: EventPublisher) -> None:
+    With ``metrics``, the business counters count each event's change once the
+    transaction commits (see events/metrics.py).
+    """
+
+    def __init__(self, publisher: EventPublisher, metrics: OrderMetrics | None = None) -> None:
         self.publisher = publisher
+        self.metrics = metrics
 
     async def emit(
         self, session: AsyncSession, payload: EventData, deliver_at: datetime | None = None
@@ -53,3 +59,5 @@ class OutboxSink:
             key=payload.aggregate_key(),
             deliver_at=not_before(deliver_at) if deliver_at is not None else None,
         )
+        if self.metrics is not None:
+            self.metrics.count_after_commit(session, payload)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from meshmart_common.auth import AdminUser
+from meshmart_common.audit import AdminAuditDep
 from product_service.api.deps import CategoriesDep, CategoriesReadDep, problems
 from product_service.api.schemas import CategoryCreate, CategoryRead
 from product_service.domain.categories import NewCategory
@@ -25,11 +25,11 @@ async def list_categories(categories: CategoriesReadDep) -> list[CategoryRead]:
     responses=problems(400, 401, 403, 409, 422),
 )
 async def create_category(
-    body: CategoryCreate, categories: CategoriesDep, _admin: AdminUser, response: Response
+    body: CategoryCreate, categories: CategoriesDep, audit: AdminAuditDep, response: Response
 ) -> CategoryRead:
-    """Create a category (admin); 409 when the slug is taken."""
+    """Create a category (admin, audited); 409 when the slug is taken."""
     category = await categories.create(
-        NewCategory(slug=body.slug, name=body.name, description=body.description)
+        NewCategory(slug=body.slug, name=body.name, description=body.description), audit=audit
     )
     response.headers["Location"] = f"/api/v1/categories/{category.id}"
     return CategoryRead.of(category)

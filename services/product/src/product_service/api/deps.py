@@ -27,8 +27,8 @@ PublisherDep = Annotated[EventPublisher, Depends(get_publisher)]
 """The publisher whose events commit with the request's session."""
 
 
-def _categories(session: SessionDep) -> CategoryService:
-    return CategoryService(session)
+def _categories(session: SessionDep, publisher: PublisherDep) -> CategoryService:
+    return CategoryService(session, publisher)
 
 
 def _categories_read(session: ReadSessionDep) -> CategoryService:

@@ -6,7 +6,7 @@ from typing import Annotated, cast
 
 from fastapi import APIRouter, Query, Response, status
 
-from meshmart_common.auth import AdminUser
+from meshmart_common.audit import AdminAuditDep
 from meshmart_common.pagination import PageDep
 from product_service.api.deps import ProductId, ProductsDep, ProductsReadDep, problems
 from product_service.api.schemas import (
@@ -87,9 +87,9 @@ async def get_product(product_id: ProductId, products: ProductsReadDep) -> Produ
     responses=problems(400, 401, 403, 409, 422),
 )
 async def create_product(
-    body: ProductCreate, products: ProductsDep, _admin: AdminUser, response: Response
+    body: ProductCreate, products: ProductsDep, audit: AdminAuditDep, response: Response
 ) -> ProductRead:
-    """Create a product (admin); 409 when the sku is taken, 422 for an unknown category."""
+    """Create a product (admin, audited); 409 when the sku is taken, 422 for an unknown category."""
     product = await products.create(
         NewProduct(
             sku=body.sku,
@@ -99,7 +99,8 @@ async def create_product(
             category_id=body.category_id,
             image_url=body.image_url,
             stock=body.stock,
-        )
+        ),
+        audit=audit,
     )
     response.headers["Location"] = f"/api/v1/products/{product.id}"
     return ProductRead.of(product)
@@ -109,11 +110,11 @@ async def create_product(
     "/{product_id}", response_model=ProductRead, responses=problems(400, 401, 403, 404, 409, 422)
 )
 async def update_product(
-    product_id: ProductId, body: ProductUpdate, products: ProductsDep, _admin: AdminUser
+    product_id: ProductId, body: ProductUpdate, products: ProductsDep, audit: AdminAuditDep
 ) -> ProductRead:
-    """Change some fields of a product (admin); 404 once it is deleted."""
+    """Change some fields of a product (admin, audited); 404 once it is deleted."""
     changes = cast(ProductChanges, body.model_dump(exclude_unset=True))
-    return ProductRead.of(await products.update(product_id, changes))
+    return ProductRead.of(await products.update(product_id, changes, audit=audit))
 
 
 @router.delete(
@@ -122,9 +123,11 @@ async def update_product(
     response_class=Response,
     responses=problems(401, 403, 404, 422),
 )
-async def delete_product(product_id: ProductId, products: ProductsDep, _admin: AdminUser) -> None:
-    """Soft-delete a product (admin): hidden from search, still readable by id."""
-    await products.delete(product_id)
+async def delete_product(
+    product_id: ProductId, products: ProductsDep, audit: AdminAuditDep
+) -> None:
+    """Soft-delete a product (admin, audited): hidden from search, still readable by id."""
+    await products.delete(product_id, audit=audit)
 
 
 @router.put(
@@ -133,7 +136,7 @@ async def delete_product(product_id: ProductId, products: ProductsDep, _admin: A
     responses=problems(400, 401, 403, 404, 409, 422),
 )
 async def set_product_stock(
-    product_id: ProductId, body: StockUpdate, products: ProductsDep, _admin: AdminUser
+    product_id: ProductId, body: StockUpdate, products: ProductsDep, audit: AdminAuditDep
 ) -> ProductRead:
-    """Set the units on hand (admin); 409 when below the units reserved for orders."""
-    return ProductRead.of(await products.set_stock(product_id, body.on_hand))
+    """Set the units on hand (admin, audited); 409 when below the units reserved for orders."""
+    return ProductRead.of(await products.set_stock(product_id, body.on_hand, audit=audit))

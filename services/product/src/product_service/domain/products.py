@@ -3,6 +3,9 @@
 Every change is published in its own transaction through the outbox:
 product.created, product.updated (edits and the soft delete, ``deleted``
 true) and stock.changed (``reason`` "adjusted") for the admin's stock level.
+Given an audit context (an admin's request), a change also records its
+audit entry (admin.product.created/updated/deleted, admin.stock.adjusted)
+in that transaction; the seeder gives none.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from typing import TypedDict, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from meshmart_common.audit import AuditContext
 from meshmart_common.db import utc_now
 from meshmart_common.errors import Conflict, NotFound, ValidationFailed
+from meshmart_common.events import AuditAction
 from meshmart_common.messaging.outbox import EventPublisher
 from product_service.events.publishing import (
     StockChangeReason,
@@ -179,7 +184,7 @@ class ProductService:
             raise NotFound(f"Product {product_id} does not exist.")
         return product
 
-    async def create(self, data: NewProduct) -> Product:
+    async def create(self, data: NewProduct, *, audit: AuditContext | None = None) -> Product:
         """List a new product; ValidationFailed: unknown category; Conflict: sku taken."""
         events = self._events()
         category = await self.categories.get(data.category_id)
@@ -209,9 +214,22 @@ class ProductService:
         except DuplicateKey as exc:
             raise _duplicate_sku(data.sku) from exc
         await publish(self.session, events, product_created(product))
+        if audit is not None:
+            await publish(
+                self.session,
+                events,
+                audit.entry(
+                    AuditAction.PRODUCT_CREATED,
+                    target_type="product",
+                    target_id=product.id,
+                    details={"sku": product.sku, "price_cents": product.price_cents},
+                ),
+            )
         return product
 
-    async def update(self, product_id: int, changes: ProductChanges) -> Product:
+    async def update(
+        self, product_id: int, changes: ProductChanges, *, audit: AuditContext | None = None
+    ) -> Product:
         """Apply a partial edit to a live product."""
         events = self._events()
         product = await self.get_live(product_id)
@@ -238,9 +256,21 @@ class ProductService:
         except DuplicateKey as exc:
             raise _duplicate_sku(product.sku) from exc
         await publish(self.session, events, product_updated(product))
+        if audit is not None:
+            # Which fields were sent (names from a fixed set), not their values.
+            await publish(
+                self.session,
+                events,
+                audit.entry(
+                    AuditAction.PRODUCT_UPDATED,
+                    target_type="product",
+                    target_id=product.id,
+                    details={"fields": ",".join(sorted(changes))},
+                ),
+            )
         return product
 
-    async def delete(self, product_id: int) -> None:
+    async def delete(self, product_id: int, *, audit: AuditContext | None = None) -> None:
         """Soft-delete a live product: hidden from search, still readable by id.
 
         Units still reserved stay reserved: orders holding them are settled by
@@ -253,11 +283,25 @@ class ProductService:
         product.updated_at = now
         await self.products.flush()
         await publish(self.session, events, product_updated(product))
+        if audit is not None:
+            await publish(
+                self.session,
+                events,
+                audit.entry(
+                    AuditAction.PRODUCT_DELETED,
+                    target_type="product",
+                    target_id=product.id,
+                    details={"sku": product.sku},
+                ),
+            )
 
-    async def set_stock(self, product_id: int, on_hand: int) -> Product:
+    async def set_stock(
+        self, product_id: int, on_hand: int, *, audit: AuditContext | None = None
+    ) -> Product:
         """Set the units on hand; Conflict when fewer than are reserved for orders."""
         events = self._events()
         product = await self.get_live(product_id)
+        previous_on_hand = product.on_hand
         if on_hand < product.reserved:
             raise Conflict(
                 f"on_hand {on_hand} is below the {product.reserved} units reserved for orders."
@@ -275,4 +319,15 @@ class ProductService:
                 product.id, product.on_hand, product.reserved, StockChangeReason.ADJUSTED
             ),
         )
+        if audit is not None:
+            await publish(
+                self.session,
+                events,
+                audit.entry(
+                    AuditAction.STOCK_ADJUSTED,
+                    target_type="product",
+                    target_id=product.id,
+                    details={"on_hand": product.on_hand, "previous_on_hand": previous_on_hand},
+                ),
+            )
         return product

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
+from meshmart_common.audit import AdminAuditDep
 from meshmart_common.auth import AdminUser
+from meshmart_common.events import AuditAction
 from meshmart_common.pagination import PageDep
-from trade_service.api.deps import CampaignId, CampaignsDep, CampaignsReadDep, problems
+from trade_service.api.deps import CampaignId, CampaignsDep, CampaignsReadDep, EventsDep, problems
 from trade_service.api.schemas import CampaignCreate, CampaignPage, CampaignRead
 from trade_service.domain.campaigns import NewCampaign
 
@@ -20,9 +22,13 @@ router = APIRouter(prefix="/coupon-campaigns", tags=["coupon campaigns"])
     responses=problems(400, 401, 403, 409, 422, s409="The code is taken"),
 )
 async def create_campaign(
-    body: CampaignCreate, campaigns: CampaignsDep, _admin: AdminUser, response: Response
+    body: CampaignCreate,
+    campaigns: CampaignsDep,
+    events: EventsDep,
+    audit: AdminAuditDep,
+    response: Response,
 ) -> CampaignRead:
-    """Open a coupon campaign (admin); 409 when the code is taken."""
+    """Open a coupon campaign (admin, audited); 409 when the code is taken."""
     campaign = await campaigns.create(
         NewCampaign(
             code=body.code,
@@ -35,6 +41,22 @@ async def create_campaign(
             starts_at=body.starts_at,
             ends_at=body.ends_at,
         )
+    )
+    # The audit entry commits with the campaign (same request session).
+    await events.publish(
+        [
+            audit.entry(
+                AuditAction.CAMPAIGN_CREATED,
+                target_type="campaign",
+                target_id=campaign.id,
+                details={
+                    "code": campaign.code,
+                    "discount_type": campaign.discount_type,
+                    "discount_value": campaign.discount_value,
+                    "total_quantity": campaign.total_quantity,
+                },
+            )
+        ]
     )
     response.headers["Location"] = f"/api/v1/coupon-campaigns/{campaign.id}"
     return CampaignRead.of(campaign)

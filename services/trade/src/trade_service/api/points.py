@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from meshmart_common.auth import AdminUser, CurrentUser
+from meshmart_common.audit import AdminAuditDep
+from meshmart_common.auth import CurrentUser
+from meshmart_common.events import AuditAction
 from meshmart_common.pagination import PageDep
 from trade_service.api.deps import EventsDep, PointsDep, PointsReadDep, problems
 from trade_service.api.schemas import (
@@ -45,9 +47,16 @@ async def read_points(page: PageDep, points: PointsReadDep, principal: CurrentUs
     responses=problems(400, 401, 403, 422),
 )
 async def grant_points(
-    body: PointsGrantCreate, points: PointsDep, events: EventsDep, _admin: AdminUser
+    body: PointsGrantCreate, points: PointsDep, events: EventsDep, audit: AdminAuditDep
 ) -> PointsGrantRead:
-    """Give a user points (admin; demos and goodwill), recorded as an adjusted entry."""
+    """Give a user points (admin; demos and goodwill), recorded as an adjusted entry (audited)."""
     granted = await points.grant(body.user_id, body.points, note=body.reason or None)
-    await events.publish([granted.event])  # points.changed, committed with the grant
+    entry = audit.entry(
+        AuditAction.POINTS_GRANTED,
+        target_type="user",
+        target_id=body.user_id,
+        details={"points": body.points, "note": body.reason or None},
+    )
+    # points.changed and the audit entry, committed with the grant.
+    await events.publish([granted.event, entry])
     return PointsGrantRead.of(granted.balance, body.points)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response, status
 
+from meshmart_common.audit import AuditContextDep
 from meshmart_common.errors import problem_responses
 from meshmart_common.ratelimit import rate_limited
 from user_service.api.deps import AccountServiceDep, AuthenticationServiceDep
@@ -58,20 +59,20 @@ async def register(body: UserRegister, accounts: AccountServiceDep) -> UserRead:
     ),
 )
 async def login(
-    body: LoginRequest, auth: AuthenticationServiceDep, response: Response
+    body: LoginRequest, auth: AuthenticationServiceDep, audit: AuditContextDep, response: Response
 ) -> TokenResponse:
-    """Exchange email and password for an access token and a refresh token."""
+    """Exchange email and password for an access token and a refresh token (audited)."""
     response.headers["Cache-Control"] = "no-store"
-    return _token_response(await auth.login(body.email, body.password))
+    return _token_response(await auth.login(body.email, body.password, audit=audit))
 
 
 @router.post("/refresh", response_model=TokenResponse, responses=problem_responses(401))
 async def refresh(
-    body: RefreshRequest, auth: AuthenticationServiceDep, response: Response
+    body: RefreshRequest, auth: AuthenticationServiceDep, audit: AuditContextDep, response: Response
 ) -> TokenResponse:
     """Exchange a refresh token for a new pair (the old refresh token stops working)."""
     response.headers["Cache-Control"] = "no-store"
-    return _token_response(await auth.refresh(body.refresh_token))
+    return _token_response(await auth.refresh(body.refresh_token, audit=audit))
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)

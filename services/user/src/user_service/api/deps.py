@@ -50,6 +50,7 @@ async def authentication_service(
         issuer=components.issuer,
         throttle=components.throttle,
         clock=components.clock,
+        publisher=components.publisher,
     )
 
 

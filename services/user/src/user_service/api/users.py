@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
+from meshmart_common.audit import CallerAuditDep
 from meshmart_common.auth import AdminUser, CurrentUser
 from meshmart_common.errors import problem_responses
 from meshmart_common.pagination import Page, PageDep
@@ -37,13 +38,17 @@ async def update_me(
     "/me/password", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(401)
 )
 async def change_password(
-    body: PasswordChange, principal: CurrentUser, accounts: AccountServiceDep
+    body: PasswordChange,
+    principal: CurrentUser,
+    accounts: AccountServiceDep,
+    audit: CallerAuditDep,
 ) -> Response:
-    """Change the caller's password; every refresh token of the account is revoked."""
+    """Change the caller's password; every refresh token of the account is revoked (audited)."""
     await accounts.change_password(
         principal.user_id,
         current_password=body.current_password,
         new_password=body.new_password,
+        audit=audit,
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

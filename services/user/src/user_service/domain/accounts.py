@@ -7,14 +7,15 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from meshmart_common.audit import AuditActor, AuditContext
 from meshmart_common.auth import Role
-from meshmart_common.errors import ValidationFailed
+from meshmart_common.events import AuditAction, AuditOutcome, AuditRecorded
 from meshmart_common.messaging.outbox import EventPublisher
 from user_service.domain.clock import Clock
 from user_service.domain.emails import normalise_email
-from user_service.domain.errors import AccountGone, EmailAlreadyRegistered
+from user_service.domain.errors import AccountGone, EmailAlreadyRegistered, WrongCurrentPassword
 from user_service.domain.passwords import PasswordHasher
-from user_service.events.publisher import publish_user_registered
+from user_service.events.publisher import publish_audit_entry, publish_user_registered
 from user_service.repository.models import User
 from user_service.repository.refresh_tokens import RefreshTokenRepository
 from user_service.repository.users import DuplicateEmail, UserRepository
@@ -91,28 +92,45 @@ class AccountService:
         return await self.users.save(user)
 
     async def change_password(
-        self, user_id: int, *, current_password: str, new_password: str
+        self, user_id: int, *, current_password: str, new_password: str, audit: AuditContext
     ) -> None:
-        """Replace the password after checking the current one; ends every login session."""
+        """Replace the password after checking the current one; ends every login session.
+
+        Audited either way: auth.password.changed, or auth.password.change_failed
+        with WrongCurrentPassword (whose entry commits although the request fails).
+        """
         user = await self.get(user_id)
+        audit = audit.by(AuditActor(user_id=user.id, email=user.email, role=user.role.value))
         if not await self.hasher.verify(user.password_hash, current_password):
-            raise ValidationFailed(
-                "The current password is wrong.",
-                errors=[
-                    {
-                        "field": "current_password",
-                        "location": "body",
-                        "message": "does not match the account's password",
-                        "type": "wrong_password",
-                    }
-                ],
+            await self._audit(
+                audit.entry(
+                    AuditAction.PASSWORD_CHANGE_FAILED,
+                    outcome=AuditOutcome.FAILURE,
+                    target_type="user",
+                    target_id=user.id,
+                    details={"reason": "wrong_current_password"},
+                )
             )
+            raise WrongCurrentPassword()
         now = self.clock.now()
         user.password_hash = await self.hasher.hash(new_password)
         user.updated_at = now
         await self.users.save(user)
         # Sessions opened with the old password (possibly by someone else) end here.
         await self.refresh_tokens.revoke_all_of_user(user.id, now)
+        await self._audit(
+            audit.entry(
+                AuditAction.PASSWORD_CHANGED,
+                target_type="user",
+                target_id=user.id,
+                details={"refresh_tokens_revoked": True},
+            )
+        )
+
+    async def _audit(self, entry: AuditRecorded) -> None:
+        if self.publisher is None:
+            raise RuntimeError("audited account changes need an EventPublisher")
+        await publish_audit_entry(self.publisher, self.session, entry)
 
     async def list_users(self, *, offset: int, limit: int, email_contains: str | None) -> UserList:
         """Accounts ordered by id, optionally those whose email contains ``email_contains``."""

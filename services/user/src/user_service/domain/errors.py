@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from meshmart_common.errors import Conflict, TooManyRequests, Unauthorized
+from meshmart_common.errors import Conflict, TooManyRequests, Unauthorized, ValidationFailed
 
 INVALID_CREDENTIALS = "The email or password is wrong."
 INVALID_REFRESH_TOKEN = "The refresh token is invalid, expired or revoked."  # noqa: S105
@@ -29,6 +29,9 @@ class InvalidCredentials(Unauthorized):
 class AccountLocked(TooManyRequests):
     """Too many consecutive failed logins; retry after the lock window."""
 
+    # The refused attempt's audit entry must outlive the failed request.
+    commit_session = True
+
     def __init__(self, retry_after: int) -> None:
         super().__init__(
             f"Too many failed logins; try again in {max(1, retry_after)} seconds.",
@@ -45,6 +48,26 @@ class InvalidRefreshToken(Unauthorized):
 
     def __init__(self) -> None:
         super().__init__(INVALID_REFRESH_TOKEN)
+
+
+class WrongCurrentPassword(ValidationFailed):
+    """A password change named a current password that does not match the account's."""
+
+    # The refused change's audit entry must outlive the failed request.
+    commit_session = True
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The current password is wrong.",
+            errors=[
+                {
+                    "field": "current_password",
+                    "location": "body",
+                    "message": "does not match the account's password",
+                    "type": "wrong_password",
+                }
+            ],
+        )
 
 
 class AccountGone(Unauthorized):

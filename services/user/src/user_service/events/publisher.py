@@ -1,4 +1,4 @@
-"""The user service's events: user.registered, written to the outbox with the account.
+"""The user service's events: user.registered and audit entries, written to the outbox.
 
 The service consumes nothing; it only publishes. Events are rows of
 ``outbox_events`` added in the caller's transaction (the registration's
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from meshmart_common.events import UserRegistered
+from meshmart_common.events import AuditRecorded, UserRegistered
 from meshmart_common.messaging.envelope import CloudEvent
 from meshmart_common.messaging.outbox import EventPublisher
 from user_service.repository.models import OutboxEvent, User
@@ -31,3 +31,10 @@ async def publish_user_registered(
     """Add user.registered for the (flushed) ``user`` to ``session``'s transaction."""
     payload = UserRegistered(user_id=user.id, email=user.email, registered_at=user.created_at)
     return await publisher.publish(session, payload, key=payload.aggregate_key())
+
+
+async def publish_audit_entry(
+    publisher: EventPublisher, session: AsyncSession, entry: AuditRecorded
+) -> CloudEvent:
+    """Add an audit.recorded entry to ``session``'s transaction (it commits with the action)."""
+    return await publisher.publish(session, entry, key=entry.aggregate_key())
