@@ -521,8 +521,13 @@ class Bench:
 
         self.product_ids, self.shoppers = self.run_async(setup)
 
-    def checkout_step(self, rate: float, duration: float) -> dict[str, Any]:
-        """One constant-rate checkout step, settled and timed to AWAITING_PAYMENT."""
+    def checkout_step(
+        self, rate: float, duration: float, *, settle_first: bool = True
+    ) -> dict[str, Any]:
+        """One constant-rate checkout step, settled and timed to AWAITING_PAYMENT.
+
+        ``settle_first``: wait until every service is idle before the step starts.
+        """
         spec = CheckoutSpec(
             order_url=self.urls["order"],
             shoppers=self.shoppers,
@@ -534,7 +539,8 @@ class Bench:
         )
         assert self.stack is not None
         pids = {name: process.pid for name, process in self.stack.processes.items()}
-        wait_idle(*pids.values())
+        if settle_first:
+            wait_idle(*pids.values())
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         raw = self.generate(spec.to_json(), duration)
         cpu_after = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -670,15 +676,8 @@ class Bench:
         self.say(
             f"soak: {seconds:.0f} s of {read_rate:.0f} reads/s and {checkout_rate:.0f} checkouts/s"
         )
-        reads = subprocess.Popen(
-            [sys.executable, "-m", "meshmart_devstack.bench", "generate"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert reads.stdin is not None
-        reads.stdin.write(
+        spec_path = self.dir / "soak-reads.json"
+        spec_path.write_text(
             json.dumps(
                 {
                     "kind": "get",
@@ -690,22 +689,30 @@ class Bench:
                 }
             )
         )
-        reads.stdin.close()
+        with spec_path.open() as spec:
+            reads = subprocess.Popen(
+                [sys.executable, "-m", "meshmart_devstack.bench", "generate"],
+                stdin=spec,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         samples: list[dict[str, Any]] = []
         started = time.monotonic()
         results: dict[str, Any] = {}
 
-        def sample_until(done: Callable[[], bool]) -> None:
-            while not done():
+        def sample_until(stop: threading.Event) -> None:
+            while not stop.is_set():
                 samples.append({"t": round(time.monotonic() - started, 1), **self.rss()})
-                time.sleep(10.0)
+                stop.wait(10.0)
 
         # The checkout generator runs in this thread's subprocess call; sample meanwhile.
         sampler_done = threading.Event()
-        sampler = threading.Thread(target=sample_until, args=(sampler_done.is_set,), daemon=True)
+        sampler = threading.Thread(target=sample_until, args=(sampler_done,), daemon=True)
         sampler.start()
         try:
-            results["checkout"] = self.checkout_step(checkout_rate, seconds)
+            # The read load is already running: the services will not go idle first.
+            results["checkout"] = self.checkout_step(checkout_rate, seconds, settle_first=False)
             out, err = reads.communicate(timeout=seconds + 120)
             if reads.returncode != 0:
                 raise BenchError(f"the soak read generator failed:\n{err[-3000:]}")

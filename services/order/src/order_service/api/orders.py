@@ -172,7 +172,7 @@ async def cancel_order(
 async def ship_order(
     order_id: OrderId, actor: ActorDep, orders: OrdersDep, outbox: OutboxDep, audit: CallerAuditDep
 ) -> OrderRead:
-    """Mark a PAID order shipped (admin, audited)."""
+    """Mark a PAID order shipped (admin; audited)."""
     outcome = await orders.ship(actor, order_id)
     return await _done(outcome, outbox, audit=audit, action=AuditAction.ORDER_SHIPPED)
 
@@ -185,6 +185,6 @@ async def ship_order(
 async def complete_order(
     order_id: OrderId, actor: ActorDep, orders: OrdersDep, outbox: OutboxDep, audit: CallerAuditDep
 ) -> OrderRead:
-    """Mark a SHIPPED order completed (admin, audited)."""
+    """Mark a SHIPPED order completed (admin; audited)."""
     outcome = await orders.complete(actor, order_id)
     return await _done(outcome, outbox, audit=audit, action=AuditAction.ORDER_COMPLETED)
