@@ -32,13 +32,12 @@ from libs.common.tests.test_logging import json_lines
 from meshmart_common.db import Database
 from meshmart_common.messaging.bus import BusUnavailable, OutgoingMessage
 from meshmart_common.messaging.consumer import (
-    REQUEST_ID_PROPERTY,
     ConsumerRunner,
     EventDispatcher,
     IncomingEvent,
     Outcome,
 )
-from meshmart_common.messaging.envelope import CloudEvent, outgoing_message
+from meshmart_common.messaging.envelope import REQUEST_ID_PROPERTY, CloudEvent, outgoing_message
 from meshmart_common.messaging.local_bus import LocalBus
 from meshmart_common.messaging.metrics import MessagingMetrics
 from meshmart_common.messaging.outbox import EventPublisher, OutboxRelay

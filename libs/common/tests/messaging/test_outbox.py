@@ -18,11 +18,12 @@ from libs.common.tests.messaging.ticketing import (
 )
 from meshmart_common.db import Database
 from meshmart_common.messaging.bus import BusUnavailable, OutgoingMessage
-from meshmart_common.messaging.envelope import CloudEvent, EventPayload
+from meshmart_common.messaging.envelope import REQUEST_ID_PROPERTY, CloudEvent, EventPayload
 from meshmart_common.messaging.local_bus import LocalBus
 from meshmart_common.messaging.outbox import EventPublisher, OutboxRelay
 from meshmart_common.messaging.settings import RelaySettings
 from meshmart_common.messaging.testing import FlakyBus, eventually
+from meshmart_common.observability import request_id_scope
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -358,3 +359,14 @@ async def test_prune_removes_only_rows_sent_before_the_retention(
 
     assert await relay.prune() == 1
     assert [row.event_id for row in await outbox_rows(database)] == [just_now.id, unsent.id]
+
+
+async def test_the_current_request_id_travels_with_the_event(database: Database) -> None:
+    publisher = EventPublisher(OutboxEvent, source="/meshmart/tickets", context_properties=None)
+    with request_id_scope("req-42"):
+        await open_ticket(database, publisher)
+    await open_ticket(database, publisher)  # outside any request: no request id
+
+    first, second = await outbox_rows(database)
+    assert first.properties[REQUEST_ID_PROPERTY] == "req-42"
+    assert REQUEST_ID_PROPERTY not in second.properties

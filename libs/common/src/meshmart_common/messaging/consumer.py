@@ -40,6 +40,7 @@ from meshmart_common import tracing
 from meshmart_common.db import Database
 from meshmart_common.messaging.bus import MessageBus, ReceivedMessage
 from meshmart_common.messaging.envelope import (
+    REQUEST_ID_PROPERTY,
     CloudEvent,
     EventPayload,
     InvalidEnvelope,
@@ -55,9 +56,6 @@ logger = logging.getLogger("meshmart.messaging.consumer")
 
 MAX_ERROR_CHARS = 16_000
 _PRUNE_CHUNK = 1000
-REQUEST_ID_PROPERTY = "request_id"
-"""Message property with the id of the request that caused the event (when the producer sets
-it); log lines written while handling the event carry it, else the event id."""
 _BACKLOG_INTERVAL_SECONDS = 5.0
 
 P = TypeVar("P", bound=EventPayload)

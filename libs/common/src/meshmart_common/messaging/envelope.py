@@ -46,6 +46,9 @@ SPEC_VERSION = "1.0"
 JSON_CONTENT_TYPE = "application/json"
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
+REQUEST_ID_PROPERTY = "request_id"
+"""Message property: the id of the request that caused the event, so the consumers' log
+lines carry it (events published while handling an event pass the same id on)."""
 
 
 class InvalidEnvelope(ValueError):

@@ -39,11 +39,12 @@ from sqlalchemy.orm import Session
 from meshmart_common import tracing
 from meshmart_common.db import Database
 from meshmart_common.messaging.bus import MessageBus, OutgoingMessage
-from meshmart_common.messaging.envelope import CloudEvent, EventPayload
+from meshmart_common.messaging.envelope import REQUEST_ID_PROPERTY, CloudEvent, EventPayload
 from meshmart_common.messaging.metrics import MessagingMetrics
 from meshmart_common.messaging.models import OutboxMixin
 from meshmart_common.messaging.settings import RelaySettings
 from meshmart_common.messaging.topology import TOPICS, TopicKind
+from meshmart_common.observability import current_request_id
 
 logger = logging.getLogger("meshmart.messaging.outbox")
 
@@ -151,6 +152,9 @@ class EventPublisher:
         merged: dict[str, str] = {}
         if self.context_properties is not None:
             merged.update(self.context_properties())
+        request_id = current_request_id()
+        if request_id:
+            merged[REQUEST_ID_PROPERTY] = request_id
         if properties:
             merged.update(properties)
         session.add(
