@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from meshmart_common.testing import free_port
+from meshmart_devstack.bench.api import BenchApi
 from meshmart_devstack.bench.arrivals import OK, measure_get, run_step
 from meshmart_devstack.bench.http11 import (
     ConnectionPool,
@@ -254,3 +255,28 @@ def test_smoke_the_generator_process_drives_a_server_for_a_few_seconds_without_e
     assert step["ok"] == 600
     assert step["errors"] == {}
     assert step["generator_cpu_s"] > 0
+
+
+async def test_setup_calls_retry_a_server_error_and_record_it() -> None:
+    answers = [b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\nboom"]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(answers.pop(0) if answers else RESPONSE)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    api = BenchApi({"user": f"http://127.0.0.1:{port}"})
+    try:
+        response = await api.call("user", "GET", "/users/me")
+    finally:
+        api.close()
+        server.close()
+    assert response.status == 200
+    assert api.server_errors == ["GET user /users/me: HTTP 500 boom"]

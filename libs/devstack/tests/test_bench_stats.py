@@ -14,6 +14,7 @@ import pytest
 from meshmart_devstack.bench.arrivals import OK, TIMEOUT, StepRecords
 from meshmart_devstack.bench.runner import (
     BenchOptions,
+    BenchStackConfig,
     cpu_seconds,
     rss_growth,
     rss_mb,
@@ -182,3 +183,16 @@ def test_the_quick_run_is_shorter_and_coarser_than_the_full_one(tmp_path: Path) 
     assert quick.checkout_confirm_seconds < full.checkout_confirm_seconds
     assert quick.step_seconds < full.step_seconds
     assert quick.precision > full.precision
+
+
+def test_each_service_gets_its_own_database_url_on_the_real_engines(tmp_path: Path) -> None:
+    config = BenchStackConfig(
+        host="127.0.0.1",
+        ports={"user": 1, "product": 2},
+        var_dir=tmp_path,
+        extra_env={"BUS_BACKEND": "rocketmq"},
+        database_urls={"product": "mysql+aiomysql://root@127.0.0.1:3306/product_x"},
+    )
+    assert config.env_for("product")["DATABASE_URL"].endswith("/product_x")
+    assert "DATABASE_URL" not in config.env_for("user")
+    assert config.env_for("user")["BUS_BACKEND"] == "rocketmq"

@@ -57,6 +57,8 @@ class BenchApi:
     def __init__(self, urls: dict[str, str]) -> None:
         self.pools = {name: ConnectionPool(url, max_connections=32) for name, url in urls.items()}
         self.admin: dict[str, str] = {}
+        self.server_errors: list[str] = []
+        """5xx answers during setup that a retry got past (reported, since none should occur)."""
 
     async def call(
         self,
@@ -67,8 +69,23 @@ class BenchApi:
         *,
         headers: dict[str, str] | None = None,
     ) -> Response:
-        """One JSON call to ``service``; ``path`` is below /api/v1."""
-        return await self.pools[service].request_json(method, API + path, payload, headers=headers)
+        """One JSON call to ``service``; ``path`` is below /api/v1.
+
+        A 5xx is retried twice (every call the bench makes during setup is safe to
+        repeat or fails harmlessly with a 409) and recorded in ``server_errors``.
+        """
+        for attempt in range(3):
+            response = await self.pools[service].request_json(
+                method, API + path, payload, headers=headers
+            )
+            if response.status < 500 or attempt == 2:
+                break
+            self.server_errors.append(
+                f"{method} {service} {path.split('?')[0]}: HTTP {response.status} "
+                f"{response.body[:200].decode(errors='replace')}"
+            )
+            await asyncio.sleep(0.2 * (attempt + 1))
+        return response
 
     async def login(self, email: str, password: str) -> str:
         """An access token."""

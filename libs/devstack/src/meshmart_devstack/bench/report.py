@@ -183,6 +183,14 @@ def markdown(data: dict[str, Any]) -> str:
         f"{_num(100 * confirmed['error_rate'], 2, '%') if confirmed else '-'} | "
         f"{_audit_text(audit)} |",
     ]
+    setup_errors = checkout.get("setup_server_error_count") or 0
+    if setup_errors:
+        first = (checkout.get("setup_server_errors") or ["?"])[0]
+        lines += [
+            "",
+            f"**{setup_errors} server errors (5xx) while setting up shoppers** (each retried;",
+            f"none should happen), e.g. `{first}`; see report.json.",
+        ]
     cpu = confirmed.get("service_cpu_ms_per_checkout") or {}
     if cpu:
         lines += [

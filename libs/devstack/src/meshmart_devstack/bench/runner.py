@@ -220,6 +220,7 @@ class Bench:
         self.product_ids: list[int] = []
         self.placed: list[dict[str, Any]] = []
         self.checkout_index = 0
+        self.setup_server_errors: list[str] = []
         self._cleanups: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------ plumbing
@@ -298,6 +299,9 @@ class Bench:
         from meshmart_common.testing import MariaDBServer, new_mysql_database
         from meshmart_devstack.rocketmq import Ports, RocketMQServer, default_cache_dir
 
+        # Fresh engines each run, like the SQLite files: nothing left from the last one.
+        for leftover in ("rocketmq", "mariadb"):
+            shutil.rmtree(self.dir / leftover, ignore_errors=True)
         self.say("starting RocketMQ 5 (name server + proxy)")
         rocketmq = RocketMQServer(
             base_dir=self.dir / "rocketmq",
@@ -514,12 +518,15 @@ class Bench:
         """Bench products and shoppers (registered, points granted, coupons claimed)."""
         self.say(f"setting up {self.options.shoppers} shoppers and {BENCH_PRODUCTS} products")
 
-        async def setup(api: BenchApi) -> tuple[list[int], list[Shopper]]:
-            return await api.create_products(BENCH_PRODUCTS), await api.new_shoppers(
-                self.options.shoppers
-            )
+        async def setup(api: BenchApi) -> tuple[list[int], list[Shopper], list[str]]:
+            products = await api.create_products(BENCH_PRODUCTS)
+            shoppers = await api.new_shoppers(self.options.shoppers)
+            return products, shoppers, api.server_errors
 
-        self.product_ids, self.shoppers = self.run_async(setup)
+        self.product_ids, self.shoppers, errors = self.run_async(setup)
+        self.setup_server_errors = errors
+        if errors:
+            self.say(f"  {len(errors)} server errors during setup (retried), e.g. {errors[0]}")
 
     def checkout_step(
         self, rate: float, duration: float, *, settle_first: bool = True
@@ -643,6 +650,8 @@ class Bench:
             rate = float(round(rate * 0.8))
         checked = self.audit_checkouts()
         return {
+            "setup_server_errors": self.setup_server_errors[:20],
+            "setup_server_error_count": len(self.setup_server_errors),
             "search": {"max_rate": best, "steps": steps},
             "confirmed": confirmed,
             "confirmed_rate": rate if confirmed and confirmed["sustained"] else None,
