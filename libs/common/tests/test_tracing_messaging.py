@@ -47,6 +47,7 @@ from libs.common.tests.messaging.ticketing import InboxEvent as TicketInbox
 from meshmart_common.app import create_app
 from meshmart_common.db import Database, SessionDep
 from meshmart_common.messaging.bus import MessageBus
+from meshmart_common.messaging.envelope import REQUEST_ID_PROPERTY
 from meshmart_common.messaging.local_bus import LocalBus
 from meshmart_common.messaging.outbox import EventPublisher
 from meshmart_common.messaging.testing import eventually
@@ -278,5 +279,7 @@ async def test_with_tracing_off_events_travel_without_trace_context(tmp_path: Pa
         await eventually(handled, what="the ticket handled")
         row = await outbox_row(app)
 
-    assert row.properties == {}
+    # No trace context; only the request id the event was published under.
+    assert set(row.properties) == {REQUEST_ID_PROPERTY}
+    assert row.properties[REQUEST_ID_PROPERTY] == created.headers["x-request-id"]
     assert row.message_id
