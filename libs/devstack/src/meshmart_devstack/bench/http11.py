@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, cast
@@ -129,6 +130,11 @@ class ResponseParser:
         return bool(self._buffer) or self._head is not None
 
 
+IDLE_REUSE_SECONDS = 2.0
+"""An idle connection older than this is closed rather than reused: servers close idle
+keep-alive connections (uvicorn after 5 s), and a request sent as they do is lost."""
+
+
 class Connection(asyncio.Protocol):
     """One keep-alive TCP connection that carries one request at a time."""
 
@@ -137,6 +143,8 @@ class Connection(asyncio.Protocol):
         self.parser = ResponseParser()
         self.waiter: asyncio.Future[Response] | None = None
         self.closed = False
+        self.served = 0
+        self.idle_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
@@ -149,6 +157,7 @@ class Connection(asyncio.Protocol):
             self._fail(ProtocolError(str(exc)))
             return
         if response is not None:
+            self.served += 1
             if response.headers.get("connection", "").lower() == "close":
                 self.close()
             waiter, self.waiter = self.waiter, None
@@ -204,10 +213,12 @@ class ConnectionPool:
         self._all: set[Connection] = set()
 
     async def _acquire(self) -> Connection:
+        now = time.monotonic()
         while self._idle:
             connection = self._idle.pop()
-            if not connection.closed:
+            if not connection.closed and now - connection.idle_since < IDLE_REUSE_SECONDS:
                 return connection
+            connection.close()
             self._all.discard(connection)
         if len(self._all) >= self.max_connections:
             waiter: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
@@ -259,6 +270,7 @@ class ConnectionPool:
             self._wake_one(None)
             return
         if not self._wake_one(connection):
+            connection.idle_since = time.monotonic()
             self._idle.append(connection)
 
     async def request(
@@ -273,14 +285,23 @@ class ConnectionPool:
         """Send one request (``raw``: already encoded) and read its response."""
         if raw is None:
             raw = encode_request(method, self.host_header, self.prefix + path, headers, body)
-        connection = await self._acquire()
-        try:
-            return await connection.send(raw, head=method == "HEAD")
-        except BaseException:
-            connection.close()
-            raise
-        finally:
-            self._release(connection)
+        for attempt in (1, 2):
+            connection = await self._acquire()
+            reused = connection.served > 0
+            try:
+                return await connection.send(raw, head=method == "HEAD")
+            except ProtocolError:
+                connection.close()
+                # The server closed a reused keep-alive connection before reading this
+                # request (nothing came back): the request never reached it; send it again.
+                if attempt == 2 or not reused or connection.parser.pending:
+                    raise
+            except BaseException:
+                connection.close()
+                raise
+            finally:
+                self._release(connection)
+        raise AssertionError("unreachable")
 
     async def request_json(
         self,
