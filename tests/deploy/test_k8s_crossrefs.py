@@ -273,7 +273,7 @@ def test_every_service_port_names_its_protocol_for_istio(path: Path) -> None:
 
 
 def test_the_database_urls_use_the_accounts_of_the_mysql_init_script() -> None:
-    sql = (k8s.K8S / "components/mysql/init/10-meshmart-databases.sql").read_text()
+    sql = (k8s.DEPLOY / "compose/mysql/initdb/10-meshmart-databases.sql").read_text()
     accounts = dict(
         re.findall(r"CREATE USER IF NOT EXISTS '(\w+)'@'%' IDENTIFIED BY '([^']+)'", sql)
     )

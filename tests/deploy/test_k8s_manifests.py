@@ -85,18 +85,29 @@ def test_the_kubernetes_validation_refuses_unknown_fields_and_removed_apis() -> 
 
 
 @pytest.mark.parametrize(
-    ("copy_path", "source"),
+    ("config_map", "key", "source"),
     [
-        ("k8s/base/rocketmq/create-topics.sh", "rocketmq/create-topics.sh"),
-        ("k8s/base/rocketmq/topology.txt", "rocketmq/topology.txt"),
+        ("rocketmq-topic-script", "create-topics.sh", "rocketmq/create-topics.sh"),
+        ("rocketmq-topic-script", "topology.txt", "rocketmq/topology.txt"),
         (
-            "k8s/components/mysql/init/10-meshmart-databases.sql",
+            "mysql-init",
+            "10-meshmart-databases.sql",
             "compose/mysql/initdb/10-meshmart-databases.sql",
         ),
     ],
 )
-def test_copies_for_kustomize_match_the_files_compose_uses(copy_path: str, source: str) -> None:
-    # kustomize reads files only below a kustomization, so these are copies.
-    assert (k8s.DEPLOY / copy_path).read_bytes() == (k8s.DEPLOY / source).read_bytes(), (
-        f"copy {source} to deploy/{copy_path}"
+def test_the_cluster_gets_the_very_files_compose_uses(
+    config_map: str, key: str, source: str
+) -> None:
+    # Generated from the files themselves by the components beside them.
+    rendered = k8s.render(k8s.K8S / "overlays/dev")
+    [found] = [
+        obj
+        for obj in rendered.of_kind("ConfigMap")
+        # The generator's name, with or without its content-hash suffix.
+        if obj["metadata"]["name"].rsplit("-", 1)[0] == config_map
+        or obj["metadata"]["name"] == config_map
+    ]
+    assert found["data"][key] == (k8s.DEPLOY / source).read_text(), (
+        f"the {config_map} ConfigMap differs from deploy/{source}"
     )
