@@ -37,7 +37,6 @@ import logging
 import math
 import time
 import urllib.parse
-import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from pydantic import BaseModel, Field, JsonValue, SecretBytes, SecretStr, Valida
 from pydantic_core import to_jsonable_python
 
 from meshmart_common.auth import AdminUser
+from meshmart_common.discovery.client import open_consul
 from meshmart_common.errors import ServiceUnavailable
 from meshmart_common.messaging.backoff import Backoff
 from meshmart_common.settings import ServiceSettings
@@ -379,15 +379,7 @@ class ConsulConfigWatcher:
 
     async def start(self) -> None:
         """Open the Consul client and start watching both prefixes."""
-        # Imported here: aiohttp, under py-consul's client, is only needed with Consul.
-        import consul.aio  # type: ignore[import-untyped, unused-ignore]
-
-        with warnings.catch_warnings():
-            # py-consul passes aiohttp connector arguments that aiohttp deprecates.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self._client = consul.aio.Consul(
-                host=self.host, port=self.port, scheme=self.scheme, token=self.token or None
-            )
+        self._client = open_consul(self.scheme, self.host, self.port, self.token)
         self._tasks = [
             asyncio.create_task(self._watch(prefix), name=f"live-config {prefix}")
             for prefix in self.live_config.prefixes

@@ -6,8 +6,6 @@ import warnings
 from typing import Any
 from urllib.parse import urlsplit
 
-import consul.aio  # type: ignore[import-untyped]
-
 from meshmart_common.settings import ServiceSettings
 
 CONSUL_HTTP_PORT = 8500
@@ -44,11 +42,22 @@ def consul_client(settings: ServiceSettings) -> Any:
     ``CONSUL_HTTP_TOKEN`` environment variable is kept.
     """
     scheme, host, port = consul_endpoint(settings.consul_http_addr)
+    return open_consul(scheme, host, port, settings.consul_token.get_secret_value())
+
+
+def open_consul(scheme: str, host: str, port: int, token: str = "") -> Any:
+    """A ``consul.aio.Consul`` at ``scheme://host:port`` (inside a running event loop).
+
+    An empty ``token`` keeps py-consul's fallback to ``CONSUL_HTTP_TOKEN``.
+    py-consul (and aiohttp under it) is imported here, on first use: a service
+    on the static backend never loads it.
+    """
+    import consul.aio  # type: ignore[import-untyped, unused-ignore]
+
     with warnings.catch_warnings():
         # py-consul 1.8 passes aiohttp's deprecated verify_ssl/ssl_context arguments.
         warnings.simplefilter("ignore", DeprecationWarning)
         client = consul.aio.Consul(host=host, port=port, scheme=scheme, verify=scheme == "https")
-    token = settings.consul_token.get_secret_value()
     if token:
         client.token = token
     return client
