@@ -252,11 +252,11 @@ async def test_a_per_user_limit_answers_401_before_429_and_counts_each_user(
     assert (await http.post("/api/v1/order", headers=bob)).status_code == 200
 
 
-def test_the_address_key_names_its_kind() -> None:
-    assert client_address(Request({"type": "http", "client": ("198.51.100.7", 1)})) == (
+async def test_the_address_key_names_its_kind() -> None:
+    assert await client_address(Request({"type": "http", "client": ("198.51.100.7", 1)})) == (
         "ip:198.51.100.7"
     )
-    assert client_address(Request({"type": "http", "client": None})) == "ip:unknown"
+    assert await client_address(Request({"type": "http", "client": None})) == "ip:unknown"
 
 
 async def test_the_app_limiter_is_created_on_first_use(tmp_path: Path) -> None:

@@ -108,13 +108,7 @@ class AuditContext:
         )
 
 
-def audit_context(request: Request) -> AuditContext:
-    """The request's audit context without an actor (the domain adds one when it knows it).
-
-    The client address is the one the ASGI server reports, as for rate limits:
-    behind a proxy, let the server rewrite it from the proxies it trusts
-    (``FORWARDED_ALLOW_IPS``); X-Forwarded-For is never read here.
-    """
+def _request_audit_context(request: Request) -> AuditContext:
     request_id = getattr(request.state, "request_id", None)
     return AuditContext(
         service=request.app.state.settings.service_name,
@@ -123,14 +117,24 @@ def audit_context(request: Request) -> AuditContext:
     )
 
 
-def caller_audit_context(request: Request, principal: CurrentUser) -> AuditContext:
+async def audit_context(request: Request) -> AuditContext:
+    """The request's audit context without an actor (the domain adds one when it knows it).
+
+    The client address is the one the ASGI server reports, as for rate limits:
+    behind a proxy, let the server rewrite it from the proxies it trusts
+    (``FORWARDED_ALLOW_IPS``); X-Forwarded-For is never read here.
+    """
+    return _request_audit_context(request)
+
+
+async def caller_audit_context(request: Request, principal: CurrentUser) -> AuditContext:
     """The audit context of a signed-in caller (401 without a valid token)."""
-    return audit_context(request).by(AuditActor.of(principal))
+    return _request_audit_context(request).by(AuditActor.of(principal))
 
 
-def admin_audit_context(request: Request, principal: AdminUser) -> AuditContext:
+async def admin_audit_context(request: Request, principal: AdminUser) -> AuditContext:
     """The audit context of an admin route: the verified admin acts (403 for anyone else)."""
-    return audit_context(request).by(AuditActor.of(principal))
+    return _request_audit_context(request).by(AuditActor.of(principal))
 
 
 AuditContextDep = Annotated[AuditContext, Depends(audit_context)]

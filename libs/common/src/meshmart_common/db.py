@@ -218,6 +218,14 @@ def get_database(request: Request) -> Database:
     return database
 
 
+async def _database_dependency(request: Request) -> Database:
+    return get_database(request)
+
+
+DatabaseDep = Annotated[Database, Depends(_database_dependency)]
+"""The app's Database, for a route that manages its own sessions."""
+
+
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """Request-scoped read-write session: commit on success, rollback on error.
 

@@ -126,7 +126,7 @@ def rate_limiter(app: FastAPI) -> RateLimiter:
     return limiter
 
 
-def client_address(request: Request) -> str:
+async def client_address(request: Request) -> str:
     """Rate-limit key: the client's IP address as the ASGI server reports it.
 
     X-Forwarded-For is not read here: anyone can send it. Behind a proxy,
@@ -136,13 +136,13 @@ def client_address(request: Request) -> str:
     return f"ip:{request.client.host}" if request.client else "ip:unknown"
 
 
-def authenticated_user(principal: CurrentUser) -> str:
+async def authenticated_user(principal: CurrentUser) -> str:
     """Rate-limit key: the verified caller (a request without a valid token gets 401 first)."""
     return f"user:{principal.user_id}"
 
 
 def rate_limited(
-    name: str, setting: str, key: Callable[..., str] = client_address
+    name: str, setting: str, key: Callable[..., Awaitable[str]] = client_address
 ) -> Callable[[Request, str], Awaitable[None]]:
     """A dependency limiting requests per ``key`` to ``settings.<setting>`` per minute.
 

@@ -18,6 +18,7 @@ metrics, docs, problem+json errors, migrations); a service's tests subclass it.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import shutil
 import socket
@@ -31,6 +32,8 @@ from typing import Any, ClassVar, TypeVar
 
 import pytest
 from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import MetaData, create_engine
 from sqlalchemy.engine import URL, make_url
@@ -462,6 +465,38 @@ def assert_problem(response: Any, status: int, *, field: str | None = None) -> d
 # --- the platform contract ------------------------------------------------------
 
 
+def threadpool_dependencies(app: FastAPI) -> set[str]:
+    """The dependencies of app's routes that FastAPI would run in its threadpool.
+
+    FastAPI runs every plain ``def`` dependency through a worker thread, one
+    hop per dependency per request. MeshMart's dependencies only build objects
+    or read request state, so they are ``async def`` and run inline.
+    """
+    found: set[str] = set()
+
+    def walk(dependant: Dependant) -> None:
+        for sub in dependant.dependencies:
+            call = sub.call
+            if call is not None and not (
+                inspect.iscoroutinefunction(call)
+                or inspect.isasyncgenfunction(call)
+                or inspect.iscoroutinefunction(getattr(call, "__call__", None))  # noqa: B004
+            ):
+                found.add(f"{call.__module__}.{getattr(call, '__qualname__', repr(call))}")
+            walk(sub)
+
+    def visit(routes: list[Any]) -> None:
+        for route in routes:
+            if isinstance(route, APIRoute):
+                walk(route.dependant)
+            included = getattr(route, "original_router", None)  # an include_router()
+            if included is not None:
+                visit(included.routes)
+
+    visit(app.routes)
+    return found
+
+
 class PlatformContract:
     """The platform endpoints every service answers, and its migrations matching its models.
 
@@ -509,6 +544,9 @@ class PlatformContract:
                         assert response["content"] == {PROBLEM_JSON: problem}, (path, method)
         assert "Problem" in schema["components"]["schemas"]
         assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+    def test_no_dependency_runs_in_the_threadpool(self, app: FastAPI) -> None:
+        assert threadpool_dependencies(app) == set()
 
     def test_migrations_match_the_models(
         self, empty_database_url: str, service_metadata: MetaData

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from meshmart_common.auth import AdminUser
-from meshmart_common.db import Database, ReadSessionDep, get_database
+from meshmart_common.db import Database, DatabaseDep, ReadSessionDep
 from meshmart_common.errors import Conflict, NotFound
 from meshmart_common.messaging.consumer import (
     AlreadyHandled,
@@ -246,7 +246,6 @@ class ReplayRead(BaseModel):
     outcome: ReplayOutcome
 
 
-DatabaseDep = Annotated[Database, Depends(get_database)]
 DeadLetterId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="dead letter id")]
 
 

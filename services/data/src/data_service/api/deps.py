@@ -12,7 +12,7 @@ from meshmart_common.db import ReadSessionDep
 from meshmart_common.errors import problem_responses
 
 
-def _stats(session: ReadSessionDep) -> StatsService:
+async def _stats(session: ReadSessionDep) -> StatsService:
     return StatsService(session)
 
 
@@ -20,7 +20,7 @@ StatsDep = Annotated[StatsService, Depends(_stats)]
 """Stats on the read-only session (the replica when one is configured)."""
 
 
-def _audit_log(session: ReadSessionDep) -> AuditLog:
+async def _audit_log(session: ReadSessionDep) -> AuditLog:
     return AuditLog(session)
 
 

@@ -25,7 +25,7 @@ ProductId = Annotated[int, Path(ge=1, le=MAX_ID, description="product id")]
 OrderId = Annotated[int, Path(ge=1, le=MAX_ID, description="order id")]
 
 
-def get_components(request: Request) -> Components:
+async def get_components(request: Request) -> Components:
     """The app's shared components."""
     components: Components = request.app.state.components
     return components
@@ -34,7 +34,7 @@ def get_components(request: Request) -> Components:
 ComponentsDep = Annotated[Components, Depends(get_components)]
 
 
-def get_actor(principal: CurrentUser) -> Actor:
+async def get_actor(principal: CurrentUser) -> Actor:
     """The verified caller as the domain sees it."""
     return Actor(user_id=principal.user_id, is_admin=principal.is_admin)
 
@@ -42,7 +42,7 @@ def get_actor(principal: CurrentUser) -> Actor:
 ActorDep = Annotated[Actor, Depends(get_actor)]
 
 
-def get_caller(_principal: CurrentUser, request: Request) -> Caller:
+async def get_caller(_principal: CurrentUser, request: Request) -> Caller:
     """Whom calls to other services are made for: the verified token and the request id."""
     return Caller.of_request(request)
 
@@ -50,11 +50,11 @@ def get_caller(_principal: CurrentUser, request: Request) -> Caller:
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-def _catalogue(components: ComponentsDep, caller: CallerDep) -> ProductGateway:
+async def _catalogue(components: ComponentsDep, caller: CallerDep) -> ProductGateway:
     return ProductGateway(components.upstreams.product, caller)
 
 
-def _quotes(components: ComponentsDep, caller: CallerDep) -> TradeGateway:
+async def _quotes(components: ComponentsDep, caller: CallerDep) -> TradeGateway:
     return TradeGateway(components.upstreams.trade, caller)
 
 
@@ -74,17 +74,19 @@ def _cart_service(
     )
 
 
-def _carts(session: SessionDep, catalogue: CatalogueDep, components: ComponentsDep) -> CartService:
+async def _carts(
+    session: SessionDep, catalogue: CatalogueDep, components: ComponentsDep
+) -> CartService:
     return _cart_service(session, catalogue, components)
 
 
-def _carts_read(
+async def _carts_read(
     session: ReadSessionDep, catalogue: CatalogueDep, components: ComponentsDep
 ) -> CartService:
     return _cart_service(session, catalogue, components)
 
 
-def _checkout(
+async def _checkout(
     session: SessionDep, catalogue: CatalogueDep, quotes: QuotesDep, components: ComponentsDep
 ) -> CheckoutService:
     return CheckoutService(session, catalogue, quotes, clock=components.clock)
@@ -98,11 +100,11 @@ def _order_service(session: AsyncSession, components: Components) -> OrderServic
     )
 
 
-def _orders(session: SessionDep, components: ComponentsDep) -> OrderService:
+async def _orders(session: SessionDep, components: ComponentsDep) -> OrderService:
     return _order_service(session, components)
 
 
-def _orders_read(session: ReadSessionDep, components: ComponentsDep) -> OrderService:
+async def _orders_read(session: ReadSessionDep, components: ComponentsDep) -> OrderService:
     return _order_service(session, components)
 
 
@@ -130,7 +132,7 @@ class Outbox:
         await emit_all(self.sink, self.session, events)
 
 
-def _outbox(session: SessionDep, components: ComponentsDep) -> Outbox:
+async def _outbox(session: SessionDep, components: ComponentsDep) -> Outbox:
     return Outbox(components.event_sink, session)
 
 

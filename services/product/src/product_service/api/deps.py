@@ -17,7 +17,7 @@ from product_service.domain.reviews import ReviewService
 ProductId = Annotated[int, Path(ge=1, le=MAX_ID, description="product id")]
 
 
-def get_publisher(request: Request) -> EventPublisher:
+async def get_publisher(request: Request) -> EventPublisher:
     """The app's event publisher (its outbox; build_app sets it)."""
     publisher: EventPublisher = request.app.state.publisher
     return publisher
@@ -27,27 +27,27 @@ PublisherDep = Annotated[EventPublisher, Depends(get_publisher)]
 """The publisher whose events commit with the request's session."""
 
 
-def _categories(session: SessionDep, publisher: PublisherDep) -> CategoryService:
+async def _categories(session: SessionDep, publisher: PublisherDep) -> CategoryService:
     return CategoryService(session, publisher)
 
 
-def _categories_read(session: ReadSessionDep) -> CategoryService:
+async def _categories_read(session: ReadSessionDep) -> CategoryService:
     return CategoryService(session)
 
 
-def _products(session: SessionDep, publisher: PublisherDep) -> ProductService:
+async def _products(session: SessionDep, publisher: PublisherDep) -> ProductService:
     return ProductService(session, publisher)
 
 
-def _products_read(session: ReadSessionDep) -> ProductService:
+async def _products_read(session: ReadSessionDep) -> ProductService:
     return ProductService(session)
 
 
-def _reviews(session: SessionDep) -> ReviewService:
+async def _reviews(session: SessionDep) -> ReviewService:
     return ReviewService(session)
 
 
-def _reviews_read(session: ReadSessionDep) -> ReviewService:
+async def _reviews_read(session: ReadSessionDep) -> ReviewService:
     return ReviewService(session)
 
 

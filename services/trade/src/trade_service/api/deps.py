@@ -23,31 +23,31 @@ from trade_service.events.publisher import publish_all
 CampaignId = Annotated[int, Path(ge=1, le=MAX_ID, description="campaign id")]
 
 
-def _campaigns(session: SessionDep) -> CampaignService:
+async def _campaigns(session: SessionDep) -> CampaignService:
     return CampaignService(session)
 
 
-def _campaigns_read(session: ReadSessionDep) -> CampaignService:
+async def _campaigns_read(session: ReadSessionDep) -> CampaignService:
     return CampaignService(session)
 
 
-def _coupons(session: SessionDep) -> CouponService:
+async def _coupons(session: SessionDep) -> CouponService:
     return CouponService(session)
 
 
-def _coupons_read(session: ReadSessionDep) -> CouponService:
+async def _coupons_read(session: ReadSessionDep) -> CouponService:
     return CouponService(session)
 
 
-def _points(session: SessionDep) -> PointsService:
+async def _points(session: SessionDep) -> PointsService:
     return PointsService(session)
 
 
-def _points_read(session: ReadSessionDep) -> PointsService:
+async def _points_read(session: ReadSessionDep) -> PointsService:
     return PointsService(session)
 
 
-def _quotes(session: SessionDep) -> QuoteService:
+async def _quotes(session: SessionDep) -> QuoteService:
     # The primary, not the replica: a checkout must see the coupon claimed a moment ago.
     return QuoteService(session)
 
@@ -64,7 +64,7 @@ class Events:
         return await publish_all(self.publisher, self.session, payloads)
 
 
-def _events(request: Request, session: SessionDep) -> Events:
+async def _events(request: Request, session: SessionDep) -> Events:
     # The same request session as the services' (FastAPI caches it per request).
     publisher: EventPublisher = request.app.state.publisher
     return Events(publisher, session)

@@ -31,7 +31,7 @@ class Components:
     publisher: EventPublisher
 
 
-def get_components(request: Request) -> Components:
+async def get_components(request: Request) -> Components:
     """The app's shared components."""
     components: Components = request.app.state.components
     return components
