@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from meshmart_common.auth import JwksKeySource, KeySource, TokenVerifier
+from meshmart_common.contention import TransactionRetryMiddleware
 from meshmart_common.db import Database
 from meshmart_common.discovery import discovery_lifespan
 from meshmart_common.errors import install_error_handlers, install_problem_openapi
@@ -132,6 +133,9 @@ def create_app(
 
     install_error_handlers(app)
     install_problem_openapi(app)
+    # Added first, so it runs inside the request context: a request run again
+    # after a lock conflict keeps its request id and is one access line.
+    app.add_middleware(TransactionRetryMiddleware)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.include_router(health_router())
     app.include_router(_metrics_router(registry))

@@ -81,9 +81,24 @@ class RefreshTokenRepository:
         )
 
     async def delete_expired_of_user(self, user_id: int, now: datetime) -> None:
-        """Drop tokens of ``user_id`` that can no longer be used or detected as reused."""
-        await self.session.execute(
-            delete(RefreshToken)
-            .where(RefreshToken.user_id == user_id, RefreshToken.expires_at < now)
-            .execution_options(synchronize_session=False)
+        """Drop tokens of ``user_id`` that can no longer be used or detected as reused.
+
+        The expired rows are found with a plain read and deleted by primary
+        key. A ``DELETE ... WHERE user_id = ?`` would lock the index gap after
+        the user's last token on MySQL/MariaDB (REPEATABLE READ), and
+        concurrent logins of users whose tokens share that gap would then
+        deadlock on their inserts.
+        """
+        expired = list(
+            await self.session.scalars(
+                select(RefreshToken.id).where(
+                    RefreshToken.user_id == user_id, RefreshToken.expires_at < now
+                )
+            )
         )
+        if expired:
+            await self.session.execute(
+                delete(RefreshToken)
+                .where(RefreshToken.id.in_(expired))
+                .execution_options(synchronize_session=False)
+            )
