@@ -70,7 +70,6 @@ bench: install ## measure a fresh stack into var/bench/ (BENCH_QUICK=1, SOAK=1, 
 		$(UV) run --no-sync python -m meshmart_devstack.bench run --out var/bench
 
 load: install ## Locust shoppers, headless, against `make run` or MESHMART_GATEWAY (LOAD_USERS=, LOAD_DURATION=)
-	$(UV) sync --locked --inexact --group load
 	@mkdir -p var/load
 	$(UV) run --no-sync locust -f loadgen/locustfile.py --headless \
 		--users $(LOAD_USERS) --spawn-rate $(LOAD_SPAWN_RATE) --run-time $(LOAD_DURATION) \

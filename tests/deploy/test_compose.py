@@ -525,3 +525,23 @@ def test_fixed_addresses_are_outside_the_range_docker_hands_out(compose: dict[st
         assert address in subnet, name
         assert address not in dynamic, name
         assert address != subnet.network_address + 1, f"{name} takes the bridge's address"
+
+
+def test_the_loadgenerator_is_off_by_default_and_runs_the_repository_locustfile(
+    compose: dict[str, Any],
+) -> None:
+    loadgenerator = compose["services"]["loadgenerator"]
+    assert loadgenerator["profiles"] == ["load"]
+    assert "./loadgen:/mnt/loadgen:ro" in loadgenerator["volumes"]
+    command = loadgenerator["command"]
+    assert command[command.index("-f") + 1] == "/mnt/loadgen/locustfile.py"
+    assert "--headless" in command
+    assert loadgenerator["environment"]["MESHMART_GATEWAY"] == "http://gateway:8080"
+    assert loadgenerator["depends_on"] == {"gateway": {"condition": "service_healthy"}}
+    # The image's Locust is the one `make load` and the smoke test run the file with.
+    lock = (ROOT / "uv.lock").read_text()
+    locked = re.search(r'name = "locust"\nversion = "([^"]+)"', lock)
+    assert locked is not None
+    assert loadgenerator["image"] == f"locustio/locust:{locked.group(1)}"
+    for name in ("gateway", *SERVICES):
+        assert "profiles" not in compose["services"][name]
