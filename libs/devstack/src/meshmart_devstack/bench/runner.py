@@ -25,7 +25,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -39,6 +38,7 @@ from typing import IO, Any, Literal, TypeVar
 
 import httpx
 
+from meshmart_common.testing import free_port
 from meshmart_devstack.bench.api import BenchApi
 from meshmart_devstack.bench.arrivals import StepRecords
 from meshmart_devstack.bench.checkout import CheckoutSpec, Shopper, audit, awaiting_latencies
@@ -116,14 +116,6 @@ class BenchOptions:
                 precision=0.12,
             )
         return options
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def rss_mb(pid: int) -> float | None:

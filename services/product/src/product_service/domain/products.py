@@ -17,7 +17,7 @@ from typing import TypedDict, cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from meshmart_common.audit import AuditContext
+from meshmart_common.audit import AuditContext, AuditDetails
 from meshmart_common.db import utc_now
 from meshmart_common.errors import Conflict, NotFound, ValidationFailed
 from meshmart_common.events import AuditAction
@@ -128,6 +128,21 @@ class ProductService:
             raise RuntimeError("changing products needs an EventPublisher for their events")
         return self.publisher
 
+    async def _audit(
+        self,
+        events: EventPublisher,
+        audit: AuditContext | None,
+        action: AuditAction,
+        product: Product,
+        details: AuditDetails,
+    ) -> None:
+        """The admin's audit entry for ``product``, in the change's transaction (none unaudited)."""
+        if audit is not None:
+            entry = audit.entry(
+                action, target_type="product", target_id=product.id, details=details
+            )
+            await publish(self.session, events, entry)
+
     async def search(self, query: ProductQuery) -> tuple[Sequence[Product], int]:
         """One page of live products matching ``query``, and the number matching in all.
 
@@ -214,17 +229,13 @@ class ProductService:
         except DuplicateKey as exc:
             raise _duplicate_sku(data.sku) from exc
         await publish(self.session, events, product_created(product))
-        if audit is not None:
-            await publish(
-                self.session,
-                events,
-                audit.entry(
-                    AuditAction.PRODUCT_CREATED,
-                    target_type="product",
-                    target_id=product.id,
-                    details={"sku": product.sku, "price_cents": product.price_cents},
-                ),
-            )
+        await self._audit(
+            events,
+            audit,
+            AuditAction.PRODUCT_CREATED,
+            product,
+            {"sku": product.sku, "price_cents": product.price_cents},
+        )
         return product
 
     async def update(
@@ -256,18 +267,14 @@ class ProductService:
         except DuplicateKey as exc:
             raise _duplicate_sku(product.sku) from exc
         await publish(self.session, events, product_updated(product))
-        if audit is not None:
-            # Which fields were sent (names from a fixed set), not their values.
-            await publish(
-                self.session,
-                events,
-                audit.entry(
-                    AuditAction.PRODUCT_UPDATED,
-                    target_type="product",
-                    target_id=product.id,
-                    details={"fields": ",".join(sorted(changes))},
-                ),
-            )
+        # Which fields were sent (names from a fixed set), not their values.
+        await self._audit(
+            events,
+            audit,
+            AuditAction.PRODUCT_UPDATED,
+            product,
+            {"fields": ",".join(sorted(changes))},
+        )
         return product
 
     async def delete(self, product_id: int, *, audit: AuditContext | None = None) -> None:
@@ -283,17 +290,7 @@ class ProductService:
         product.updated_at = now
         await self.products.flush()
         await publish(self.session, events, product_updated(product))
-        if audit is not None:
-            await publish(
-                self.session,
-                events,
-                audit.entry(
-                    AuditAction.PRODUCT_DELETED,
-                    target_type="product",
-                    target_id=product.id,
-                    details={"sku": product.sku},
-                ),
-            )
+        await self._audit(events, audit, AuditAction.PRODUCT_DELETED, product, {"sku": product.sku})
 
     async def set_stock(
         self, product_id: int, on_hand: int, *, audit: AuditContext | None = None
@@ -319,15 +316,11 @@ class ProductService:
                 product.id, product.on_hand, product.reserved, StockChangeReason.ADJUSTED
             ),
         )
-        if audit is not None:
-            await publish(
-                self.session,
-                events,
-                audit.entry(
-                    AuditAction.STOCK_ADJUSTED,
-                    target_type="product",
-                    target_id=product.id,
-                    details={"on_hand": product.on_hand, "previous_on_hand": previous_on_hand},
-                ),
-            )
+        await self._audit(
+            events,
+            audit,
+            AuditAction.STOCK_ADJUSTED,
+            product,
+            {"on_hand": product.on_hand, "previous_on_hand": previous_on_hand},
+        )
         return product

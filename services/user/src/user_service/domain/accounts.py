@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from meshmart_common.audit import AuditActor, AuditContext
+from meshmart_common.audit import AuditContext
 from meshmart_common.auth import Role
 from meshmart_common.events import AuditAction, AuditOutcome, AuditRecorded
 from meshmart_common.messaging.outbox import EventPublisher
@@ -15,7 +15,11 @@ from user_service.domain.clock import Clock
 from user_service.domain.emails import normalise_email
 from user_service.domain.errors import AccountGone, EmailAlreadyRegistered, WrongCurrentPassword
 from user_service.domain.passwords import PasswordHasher
-from user_service.events.publisher import publish_audit_entry, publish_user_registered
+from user_service.events.publisher import (
+    audit_actor,
+    publish_audit_entry,
+    publish_user_registered,
+)
 from user_service.repository.models import User
 from user_service.repository.refresh_tokens import RefreshTokenRepository
 from user_service.repository.users import DuplicateEmail, UserRepository
@@ -100,7 +104,7 @@ class AccountService:
         with WrongCurrentPassword (whose entry commits although the request fails).
         """
         user = await self.get(user_id)
-        audit = audit.by(AuditActor(user_id=user.id, email=user.email, role=user.role.value))
+        audit = audit.by(audit_actor(user))
         if not await self.hasher.verify(user.password_hash, current_password):
             await self._audit(
                 audit.entry(

@@ -24,7 +24,7 @@ from user_service.domain.tokens import (
     hash_refresh_token,
     new_family_id,
 )
-from user_service.events.publisher import publish_audit_entry
+from user_service.events.publisher import audit_actor, publish_audit_entry
 from user_service.repository.models import User
 from user_service.repository.refresh_tokens import RefreshTokenRepository
 from user_service.repository.users import UserRepository
@@ -70,7 +70,7 @@ class AuthenticationService:
                 audit.by(AuditActor(user_id=None, email=normalised)), None, "unknown_account"
             )
             raise InvalidCredentials()
-        audit = audit.by(_actor(user))
+        audit = audit.by(audit_actor(user))
         retry_after = self.throttle.retry_after(user.locked_until, now)
         if retry_after is not None:
             await self._login_failed(
@@ -117,7 +117,7 @@ class AuthenticationService:
             await self.refresh_tokens.revoke_family(stored.family_id, now)
             owner = await self.users.get(stored.user_id)
             if owner is not None:
-                audit = audit.by(_actor(owner))
+                audit = audit.by(audit_actor(owner))
             await self._audit(
                 audit.entry(
                     AuditAction.REFRESH_TOKEN_REUSED,
@@ -178,7 +178,3 @@ class AuthenticationService:
             expires_in=self.issuer.access_ttl_seconds,
             refresh_token=refresh.secret,
         )
-
-
-def _actor(user: User) -> AuditActor:
-    return AuditActor(user_id=user.id, email=user.email, role=user.role.value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from meshmart_common.audit import AuditActor
 from meshmart_common.events import AuditRecorded, UserRegistered
 from meshmart_common.messaging.envelope import CloudEvent
 from meshmart_common.messaging.outbox import EventPublisher
@@ -38,3 +39,8 @@ async def publish_audit_entry(
 ) -> CloudEvent:
     """Add an audit.recorded entry to ``session``'s transaction (it commits with the action)."""
     return await publisher.publish(session, entry, key=entry.aggregate_key())
+
+
+def audit_actor(user: User) -> AuditActor:
+    """``user`` as the actor of an audit entry."""
+    return AuditActor(user_id=user.id, email=user.email, role=user.role.value)
