@@ -40,6 +40,9 @@ from celpy import celtypes
 from celpy.adapter import json_to_cel
 from referencing import Registry, Resource
 
+# Each service listens on the port `make run` gives it, in the cluster too.
+from meshmart_devstack.launcher import SERVICES as SERVICES
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
 K8S = DEPLOY / "k8s"
@@ -64,13 +67,6 @@ KUBERNETES_VERSIONS = (
 
 NAMESPACE = "meshmart"
 TRUST_DOMAIN = "cluster.local"
-SERVICES: dict[str, int] = {
-    "user": 8001,
-    "product": 8002,
-    "order": 8003,
-    "trade": 8004,
-    "data": 8005,
-}
 
 CRD_GROUP_SUFFIXES = ("istio.io", "cert-manager.io")
 GO_INSTALL_HINT = (

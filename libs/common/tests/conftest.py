@@ -8,12 +8,18 @@ dependencies, the session's commit and rollback, and pagination.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import APIRouter, FastAPI
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import MetaData, String, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -35,6 +41,7 @@ from meshmart_common.errors import (
 from meshmart_common.pagination import Page, PageDep
 from meshmart_common.settings import Environment, ServiceSettings
 from meshmart_common.testing import TestContext
+from meshmart_common.tracing import use_tracer_provider
 
 
 class Base(DeclarativeBase):
@@ -235,3 +242,24 @@ def service_app_factory(make_app: Callable[..., FastAPI]) -> Callable[[TestConte
         return make_app(database_url=ctx.database_url, var_dir=ctx.tmp_path)
 
     return factory
+
+
+@pytest.fixture(autouse=True)
+def _no_otel_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's own OTEL_* variables must not leak into the library's tests."""
+    for name in list(os.environ):
+        if name.startswith("OTEL_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Every span of the test, kept in memory (always sampled)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "probe"}), sampler=ALWAYS_ON
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with use_tracer_provider(provider):
+        yield exporter
+    provider.shutdown()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,8 @@ import uvicorn
 from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, FastAPI, Request
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind
 from sqlalchemy import text
 
@@ -43,34 +40,10 @@ from meshmart_common.tracing import (
     resource_attributes,
     tracer,
     tracing_enabled,
-    use_tracer_provider,
 )
 from meshmart_devstack.launcher import SERVICES as LAUNCHED
 from meshmart_devstack.launcher import StackConfig
 from meshmart_devstack.launcher import main as launch
-
-
-@pytest.fixture(autouse=True)
-def _no_otel_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The developer's own OTEL_* variables must not leak into these tests."""
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("OTEL_"):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Every span of the test, kept in memory (always sampled)."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": "probe"}), sampler=ALWAYS_ON
-    )
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with use_tracer_provider(provider):
-        yield exporter
-    provider.shutdown()
 
 
 def settings_for(tmp_path: Path, name: str = "probe", **values: Any) -> ServiceSettings:

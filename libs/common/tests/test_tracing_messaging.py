@@ -9,21 +9,16 @@ one the publisher and the relay put there.
 from __future__ import annotations
 
 import contextlib
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
 import httpx
-import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, Depends, FastAPI
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy import select
 
@@ -52,31 +47,11 @@ from meshmart_common.messaging.local_bus import LocalBus
 from meshmart_common.messaging.outbox import EventPublisher
 from meshmart_common.messaging.testing import eventually
 from meshmart_common.settings import Environment
-from meshmart_common.tracing import tracer, use_tracer_provider
+from meshmart_common.tracing import tracer
 
 SEND = f"send {TICKET_EVENTS} ticket.opened"
 PROCESS = f"process {TICKET_EVENTS} ticket.opened"
 ROUTE = "POST /api/v1/traced-tickets"
-
-
-@pytest.fixture(autouse=True)
-def _no_otel_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("OTEL_"):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def spans() -> Iterator[InMemorySpanExporter]:
-    """Every span of the test, kept in memory (always sampled)."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": "tickets"}), sampler=ALWAYS_ON
-    )
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with use_tracer_provider(provider):
-        yield exporter
-    provider.shutdown()
 
 
 traced = APIRouter(prefix="/traced-tickets", tags=["tickets"])

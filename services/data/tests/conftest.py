@@ -1,7 +1,7 @@
 """Fixtures of the data service tests (the shared ones come from meshmart_common.testing)."""
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -59,16 +59,6 @@ class IngestEvent(Protocol):
     async def __call__(
         self, data: EventData, *, at: datetime | None = None, event_id: str | None = None
     ) -> bool: ...
-
-
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    """Direct access to the test database (what the consumer's transaction would see)."""
-    db = Database(database_url)
-    try:
-        yield db
-    finally:
-        await db.dispose()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -18,16 +17,6 @@ from order_service.domain.outbox_port import OutgoingEvent, emit_all
 from order_service.events.outbox import OutboxSink, not_before, order_publisher
 from order_service.repository.models import CartItem, OutboxEvent
 from services.order.tests.events import outgoing
-
-
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    """The order database, without the app."""
-    db = Database(database_url)
-    try:
-        yield db
-    finally:
-        await db.dispose()
 
 
 def a_line(user_id: int) -> CartItem:

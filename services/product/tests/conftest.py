@@ -1,6 +1,6 @@
 """Fixtures of the product service tests (the shared ones come from meshmart_common.testing)."""
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from itertools import count
 from typing import Any
 
@@ -9,7 +9,6 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 from sqlalchemy import MetaData
 
-from meshmart_common.db import Database
 from meshmart_common.testing import TestContext
 from product_service.main import build_app
 from product_service.repository.models import Base
@@ -41,16 +40,6 @@ def service_app_factory() -> Callable[[TestContext], FastAPI]:
         )
 
     return factory
-
-
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    """Direct access to the test database (for state the API cannot set up yet)."""
-    db = Database(database_url)
-    try:
-        yield db
-    finally:
-        await db.dispose()
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from meshmart_common.events import (
 )
 from meshmart_common.messaging.consumer import EventHandler, IncomingEvent, handle_once
 from meshmart_common.messaging.envelope import CloudEvent
+from meshmart_common.testing import outbox_rows
 from product_service.events.handlers import ORDER_EVENTS_GROUP
 from product_service.repository.models import (
     InboxEvent,
@@ -49,11 +50,7 @@ class Published:
 
 async def outbox(database: Database, *event_types: str) -> list[Published]:
     """The outbox rows in id order (of ``event_types`` when given), parsed."""
-    async with database.session(read_only=True) as session:
-        query = select(OutboxEvent).order_by(OutboxEvent.id)
-        if event_types:
-            query = query.where(OutboxEvent.event_type.in_(event_types))
-        rows = list(await session.scalars(query))
+    rows = await outbox_rows(database, OutboxEvent, *event_types)
     return [
         Published(
             topic=row.topic,

@@ -9,18 +9,12 @@ from httpx import AsyncClient
 
 from meshmart_common.db import Database
 from meshmart_common.events import AuditRecorded
-from meshmart_common.testing import assert_problem
+from meshmart_common.testing import assert_problem, audit_entries
+from product_service.repository.models import OutboxEvent
 from services.product.tests.support import outbox
 
 Factory = Callable[..., Awaitable[dict[str, Any]]]
 PRODUCTS = "/api/v1/products"
-
-
-async def audit_entries(database: Database) -> list[AuditRecorded]:
-    return [
-        AuditRecorded.from_event(published.event)
-        for published in await outbox(database, "audit.recorded")
-    ]
 
 
 def summary(entry: AuditRecorded) -> tuple[Any, ...]:
@@ -51,7 +45,7 @@ async def test_each_admin_change_is_audited_with_the_admin_and_the_request(
     ).status_code == 200
     assert (await client.delete(path, headers=admin_headers)).status_code == 204
 
-    entries = await audit_entries(database)
+    entries = await audit_entries(database, OutboxEvent)
     pid = str(product_id)
     assert [summary(entry) for entry in entries] == [
         ("admin.category.created", "category", str(category["id"]), {"slug": "kitchen"}),
@@ -77,7 +71,7 @@ async def test_refused_changes_leave_no_audit_entry(
     database: Database,
 ) -> None:
     product = await create_product(sku="KEEP-1")
-    before = await audit_entries(database)
+    before = await audit_entries(database, OutboxEvent)
     path = f"{PRODUCTS}/{product['id']}"
 
     duplicate = await client.post(
@@ -105,4 +99,4 @@ async def test_refused_changes_leave_no_audit_entry(
         403,
     )
 
-    assert await audit_entries(database) == before
+    assert await audit_entries(database, OutboxEvent) == before

@@ -1,7 +1,7 @@
 """Fixtures of the trade service tests (the shared ones come from meshmart_common.testing)."""
 
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from itertools import count
@@ -64,16 +64,6 @@ CUSTOMER_ID = 1001
 def bearer(make_token: Callable[..., str], user_id: int) -> dict[str, str]:
     """Authorization header of customer ``user_id``."""
     return {"Authorization": f"Bearer {make_token(user_id)}"}
-
-
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    """Direct access to the test database (saga operations, state the API cannot set)."""
-    db = Database(database_url)
-    try:
-        yield db
-    finally:
-        await db.dispose()
 
 
 @pytest.fixture

@@ -6,32 +6,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from httpx import AsyncClient
-from sqlalchemy import select
 
 from meshmart_common.db import Database
 from meshmart_common.events import AuditRecorded
 from meshmart_common.messaging.envelope import CloudEvent
-from meshmart_common.testing import assert_problem
+from meshmart_common.testing import assert_problem, audit_entries, outbox_rows
 from trade_service.repository.models import OutboxEvent
 
 Factory = Callable[..., Awaitable[dict[str, Any]]]
-
-
-async def audit_rows(database: Database) -> list[OutboxEvent]:
-    async with database.session(read_only=True) as session:
-        query = (
-            select(OutboxEvent)
-            .where(OutboxEvent.event_type == "audit.recorded")
-            .order_by(OutboxEvent.id)
-        )
-        return list(await session.scalars(query))
-
-
-async def audit_entries(database: Database) -> list[AuditRecorded]:
-    return [
-        AuditRecorded.from_event(CloudEvent.from_json(row.body))
-        for row in await audit_rows(database)
-    ]
 
 
 async def test_creating_a_campaign_is_audited(create_campaign: Factory, database: Database) -> None:
@@ -39,10 +21,10 @@ async def test_creating_a_campaign_is_audited(create_campaign: Factory, database
         code="SPRING-5", discount_type="fixed", discount_value=500, total_quantity=40
     )
 
-    [row] = await audit_rows(database)
+    [row] = await outbox_rows(database, OutboxEvent, AuditRecorded.event_type)
     assert (row.topic, row.message_key) == ("audit-events", f"campaign:{campaign['id']}")
     assert CloudEvent.from_json(row.body).source == "/meshmart/trade"
-    [entry] = await audit_entries(database)
+    [entry] = await audit_entries(database, OutboxEvent)
     assert entry.model_dump(mode="json", exclude={"occurred_at", "request_id", "client_ip"}) == {
         "service": "trade",
         "action": "admin.campaign.created",
@@ -72,7 +54,7 @@ async def test_granting_points_is_audited_with_the_grant(
     )
     assert response.status_code == 201, response.text
 
-    [entry] = await audit_entries(database)
+    [entry] = await audit_entries(database, OutboxEvent)
     assert (entry.action, entry.target_type, entry.target_id, entry.actor_id) == (
         "admin.points.granted",
         "user",
@@ -112,4 +94,6 @@ async def test_refused_admin_actions_leave_no_audit_entry(
     )
     assert_problem(invalid, 422)
 
-    assert [entry.action for entry in await audit_entries(database)] == ["admin.campaign.created"]
+    assert [entry.action for entry in await audit_entries(database, OutboxEvent)] == [
+        "admin.campaign.created"
+    ]

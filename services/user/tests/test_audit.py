@@ -11,12 +11,10 @@ from typing import Any
 
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
-from sqlalchemy import select
 
-from meshmart_common.db import Database
 from meshmart_common.events import AuditRecorded
 from meshmart_common.messaging.envelope import CloudEvent
-from meshmart_common.testing import assert_problem
+from meshmart_common.testing import assert_problem, audit_entries, outbox_rows
 from services.user.tests.conftest import NewAccount
 from user_service.repository.models import OutboxEvent
 
@@ -26,20 +24,11 @@ PASSWORD = "/api/v1/users/me/password"
 
 
 async def audit_rows(app: FastAPI) -> list[OutboxEvent]:
-    database: Database = app.state.database
-    async with database.session(read_only=True) as session:
-        query = (
-            select(OutboxEvent)
-            .where(OutboxEvent.event_type == "audit.recorded")
-            .order_by(OutboxEvent.id)
-        )
-        return list(await session.scalars(query))
+    return await outbox_rows(app.state.database, OutboxEvent, AuditRecorded.event_type)
 
 
-async def audit_entries(app: FastAPI) -> list[AuditRecorded]:
-    return [
-        AuditRecorded.from_event(CloudEvent.from_json(row.body)) for row in await audit_rows(app)
-    ]
+async def audit_entries_of(app: FastAPI) -> list[AuditRecorded]:
+    return await audit_entries(app.state.database, OutboxEvent)
 
 
 async def login(
@@ -97,7 +86,7 @@ async def test_a_wrong_password_is_audited_and_committed_with_the_401(
 
     assert_problem(await login(client, "bob@example.com", "not the password"), 401)
 
-    entry = (await audit_entries(app))[-1]
+    entry = (await audit_entries_of(app))[-1]
     assert summary(entry) == (
         "auth.login.failed",
         "failure",
@@ -115,7 +104,7 @@ async def test_a_login_to_no_account_is_audited_with_the_email_tried(
 ) -> None:
     assert_problem(await login(client, " Nobody@Example.com ", "whatever it is"), 401)
 
-    [entry] = await audit_entries(app)
+    [entry] = await audit_entries_of(app)
     assert summary(entry) == (
         "auth.login.failed",
         "failure",
@@ -139,7 +128,7 @@ async def test_the_lockout_and_attempts_while_locked_are_audited(
     advance_clock(10)
     assert_problem(await login(client, "dave@example.com", account["password"]), 429)
 
-    entries = await audit_entries(app)
+    entries = await audit_entries_of(app)
     assert [entry.details for entry in entries[-6:]] == [
         {"reason": "wrong_password", "failed_attempts": 1},
         {"reason": "wrong_password", "failed_attempts": 2},
@@ -171,7 +160,7 @@ async def test_password_changes_are_audited_the_refused_one_too(
     )
     assert changed.status_code == 204
 
-    failed, succeeded = (await audit_entries(app))[-2:]
+    failed, succeeded = (await audit_entries_of(app))[-2:]
     assert summary(failed) == (
         "auth.password.change_failed",
         "failure",
@@ -197,12 +186,12 @@ async def test_a_reused_refresh_token_is_audited(
 ) -> None:
     account = await new_account("fay@example.com")
     assert (await client.post(REFRESH, json={"refresh_token": account["refresh_token"]})).is_success
-    before = len(await audit_entries(app))
+    before = len(await audit_entries_of(app))
 
     reused = await client.post(REFRESH, json={"refresh_token": account["refresh_token"]})
     assert_problem(reused, 401)
 
-    entries = await audit_entries(app)
+    entries = await audit_entries_of(app)
     assert len(entries) == before + 1
     assert summary(entries[-1]) == (
         "auth.refresh_token.reused",
@@ -218,7 +207,7 @@ async def test_refreshing_and_unknown_tokens_leave_no_entry(
     client: AsyncClient, app: FastAPI, new_account: NewAccount
 ) -> None:
     account = await new_account("gil@example.com")
-    before = len(await audit_entries(app))
+    before = len(await audit_entries_of(app))
     assert (await client.post(REFRESH, json={"refresh_token": account["refresh_token"]})).is_success
     assert_problem(await client.post(REFRESH, json={"refresh_token": "not-a-token"}), 401)
-    assert len(await audit_entries(app)) == before
+    assert len(await audit_entries_of(app)) == before

@@ -35,7 +35,7 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from httpx import ASGITransport, AsyncClient
-from sqlalchemy import MetaData, create_engine
+from sqlalchemy import MetaData, create_engine, select
 from sqlalchemy.engine import URL, make_url
 
 from meshmart_common.auth import (
@@ -45,7 +45,11 @@ from meshmart_common.auth import (
     TokenVerifier,
     jwks_document,
 )
+from meshmart_common.db import Database
 from meshmart_common.errors import PROBLEM_JSON
+from meshmart_common.events import AuditRecorded
+from meshmart_common.messaging.envelope import CloudEvent
+from meshmart_common.messaging.models import OutboxMixin
 from meshmart_common.settings import Environment, ServiceSettings
 
 BACKENDS = ("sqlite", "mariadb")
@@ -320,6 +324,16 @@ def database_url(
 
 
 @pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    """A Database on the test database, without an app around it (direct reads and writes)."""
+    db = Database(database_url)
+    try:
+        yield db
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture
 def empty_database_url(db_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A database without tables (for migration tests)."""
     if db_backend == "sqlite":
@@ -445,6 +459,28 @@ def customer_headers(customer_token: str) -> dict[str, str]:
 def admin_headers(admin_token: str) -> dict[str, str]:
     """Authorization header of the test admin."""
     return {"Authorization": f"Bearer {admin_token}"}
+
+
+OutboxT = TypeVar("OutboxT", bound=OutboxMixin)
+
+
+async def outbox_rows(
+    database: Database, outbox: type[OutboxT], *event_types: str
+) -> list[OutboxT]:
+    """A service's outbox rows in the order they were written (of ``event_types`` when given)."""
+    query = select(outbox).order_by(outbox.id)
+    if event_types:
+        query = query.where(outbox.event_type.in_(event_types))
+    async with database.session(read_only=True) as session:
+        return list(await session.scalars(query))
+
+
+async def audit_entries(database: Database, outbox: type[OutboxMixin]) -> list[AuditRecorded]:
+    """The audit.recorded entries a service's outbox holds, in order."""
+    return [
+        AuditRecorded.from_event(CloudEvent.from_json(row.body))
+        for row in await outbox_rows(database, outbox, AuditRecorded.event_type)
+    ]
 
 
 def assert_problem(response: Any, status: int, *, field: str | None = None) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from fastapi import FastAPI
 from sqlalchemy import MetaData
 
 from libs.common.tests.messaging.ticketing import Base, TicketSettings, build_ticket_app
-from meshmart_common.db import Database
 from meshmart_common.messaging.local_bus import LocalBus
 from meshmart_common.settings import Environment
 from meshmart_common.testing import TestContext
@@ -37,16 +36,6 @@ def service_app_factory() -> Callable[[TestContext], FastAPI]:
         return build_ticket_app(settings, ctx.tmp_path / "bus.db")
 
     return factory
-
-
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    """A Database on the test database."""
-    db = Database(database_url)
-    try:
-        yield db
-    finally:
-        await db.dispose()
 
 
 @pytest.fixture
