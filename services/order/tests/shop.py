@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from itertools import count
 from typing import Any
 
-from httpx import AsyncClient
+from httpx import AsyncClient, Response
 
+from meshmart_common.events import StockReserved, TradeLocked
+from services.order.tests.events import SagaDelivery
 from services.order.tests.stubs import ProductStub, StubProduct
 
 
@@ -46,3 +48,23 @@ class Shop:
         assert response.status_code == 201, response.text
         order: dict[str, Any] = response.json()
         return order
+
+
+async def held(deliver: SagaDelivery, order: dict[str, Any]) -> None:
+    """Both saga holds in: the order awaits payment."""
+    await deliver(StockReserved(order_id=order["id"]))
+    await deliver(
+        TradeLocked(
+            order_id=order["id"],
+            coupon_code=order["coupon_code"],
+            discount_cents=order["discount_cents"],
+            points_locked=order["points_redeemed"],
+        )
+    )
+
+
+async def act(
+    api: AsyncClient, action: str, order: dict[str, Any], headers: dict[str, str]
+) -> Response:
+    """POST /api/v1/orders/{id}/{action} (pay, cancel, ship, complete) as ``headers``."""
+    return await api.post(f"/api/v1/orders/{order['id']}/{action}", headers=headers)

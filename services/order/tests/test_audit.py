@@ -9,8 +9,7 @@ from httpx import AsyncClient
 from meshmart_common.events import AuditRecorded
 from meshmart_common.testing import assert_problem
 from services.order.tests.events import OutboxReader, SagaDelivery
-from services.order.tests.shop import Shop
-from services.order.tests.test_orders import act, held
+from services.order.tests.shop import Shop, act, held
 
 ORDERS = "/api/v1/orders"
 

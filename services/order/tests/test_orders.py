@@ -16,33 +16,14 @@ from meshmart_common.events import (
     OrderPaid,
     OrderShipped,
     StockRejected,
-    StockReserved,
-    TradeLocked,
 )
 from meshmart_common.testing import assert_problem
 from services.order.tests.events import OutboxReader, SagaDelivery
-from services.order.tests.shop import Shop
+from services.order.tests.shop import Shop, act, held
 from services.order.tests.stubs import FakeClock, TradeStub
 
 ORDERS = "/api/v1/orders"
 HeadersOf = Callable[..., dict[str, str]]
-
-
-async def held(deliver: SagaDelivery, order: dict[str, Any]) -> None:
-    """Both saga holds in: the order awaits payment."""
-    await deliver(StockReserved(order_id=order["id"]))
-    await deliver(
-        TradeLocked(
-            order_id=order["id"],
-            coupon_code=order["coupon_code"],
-            discount_cents=order["discount_cents"],
-            points_locked=order["points_redeemed"],
-        )
-    )
-
-
-async def act(api: AsyncClient, action: str, order: dict[str, Any], headers: dict[str, str]) -> Any:
-    return await api.post(f"{ORDERS}/{order['id']}/{action}", headers=headers)
 
 
 async def status_of(api: AsyncClient, order: dict[str, Any], headers: dict[str, str]) -> str:
