@@ -107,6 +107,13 @@ def test_a_full_checkout_through_the_gateway(platform: Platform) -> None:
     entry = platform.gateway.entry(request_id)
     assert (entry["service"], entry["status"], entry["uri"]) == ("order", 201, "/api/v1/orders")
     assert entry["upstream_addr"] == f"127.0.0.1:{platform.services.port('order')}"
+    # nginx writes a line after its response: the last call's line may still be on its way.
+    everyone = {"user", "product", "order", "trade", "data"}
+    eventually(
+        lambda: {e["service"] for e in platform.gateway.log_entries()} >= everyone,
+        within=5.0,
+        what="an access log line from every service",
+    )
     served = {e["service"] for e in platform.gateway.log_entries()}
     assert served >= {"user", "product", "order", "trade", "data"}
 
